@@ -1,0 +1,110 @@
+"""The tagger network: a transformer encoder, mean pooling and one linear layer, one score per tag.
+
+On disk it is a Hugging Face model folder. ``config.json`` is the encoder's own config with the
+tags in ``id2label``; ``model.safetensors`` holds the encoder's weights under their usual names
+(so ``AutoModel.from_pretrained(folder)`` loads the encoder as it is) plus the head under
+``tagger_head.*``; ``tagger.json`` says how scores are made (pooling, score function, decision
+threshold, maximum length). Only safetensors is ever read or written: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+WEIGHTS_FILE = "model.safetensors"
+TAGGER_FILE = "tagger.json"
+HEAD_PREFIX = "tagger_head."
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """How the network's outputs become tags; stored as ``tagger.json`` beside the weights."""
+
+    threshold: float
+    max_length: int
+    pooling: str = "mean"
+    score: str = "softmax"
+    format_version: int = FORMAT_VERSION
+
+    def save(self, folder: Path) -> None:
+        (folder / TAGGER_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> TaggerSpec:
+        data = json.loads((folder / TAGGER_FILE).read_text())
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{folder / TAGGER_FILE}: format_version {data.get('format_version')!r} "
+                f"is not {FORMAT_VERSION}; this code cannot serve it"
+            )
+        if data.get("pooling") != "mean" or data.get("score") != "softmax":
+            raise ValueError(f"{folder / TAGGER_FILE}: unsupported pooling/score {data}")
+        return cls(**data)
+
+
+class TaggerModel(nn.Module):
+    """Encoder + masked mean pooling + dropout + linear head; ``forward`` returns logits."""
+
+    def __init__(self, encoder: PreTrainedModel, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.tagger_head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = self.encoder.config.id2label
+        return [id2label[i] for i in range(len(id2label))]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return self.tagger_head(self.dropout(pooled))
+
+    @classmethod
+    def from_base(cls, base: str | Path, labels: list[str], dropout: float = 0.1) -> TaggerModel:
+        """Start from a pretrained encoder folder with a freshly initialised head."""
+        encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
+        encoder.config.id2label = dict(enumerate(labels))
+        encoder.config.label2id = {label: i for i, label in enumerate(labels)}
+        return cls(encoder, num_labels=len(labels), dropout=dropout)
+
+    def save(self, folder: Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder``."""
+        self.encoder.config.architectures = [type(self.encoder).__name__]
+        self.encoder.config.save_pretrained(folder)
+        tensors = {k: v.detach().contiguous() for k, v in self.encoder.state_dict().items()}
+        tensors.update(
+            {HEAD_PREFIX + k: v.detach().contiguous() for k, v in self.tagger_head.state_dict().items()}
+        )
+        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+
+    @classmethod
+    def load(cls, folder: Path) -> TaggerModel:
+        """Build the network from a model folder written by :meth:`save` (strict key check)."""
+        config = AutoConfig.from_pretrained(str(folder))
+        encoder = AutoModel.from_config(config, add_pooling_layer=False)
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+        head = {k[len(HEAD_PREFIX):]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
+        body = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
+        if "weight" not in head:
+            raise ValueError(f"{folder / WEIGHTS_FILE}: no {HEAD_PREFIX}weight tensor")
+        model = cls(encoder, num_labels=head["weight"].shape[0])
+        if model.tagger_head.out_features != len(config.id2label):
+            raise ValueError(
+                f"{folder}: head has {model.tagger_head.out_features} outputs but config.json "
+                f"names {len(config.id2label)} labels"
+            )
+        encoder.load_state_dict(body, strict=True)
+        model.tagger_head.load_state_dict(head, strict=True)
+        model.eval()
+        return model

@@ -1,0 +1,123 @@
+"""The predictor: tokenizer + network + labels + threshold, built from one artefact folder.
+
+Nothing else in the API touches torch. The trainer uses the same class to score its
+validation set, so training-time and serving-time predictions cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from shared.artefacts import verify
+from shared.model import TaggerModel, TaggerSpec
+from shared.text import normalize_text
+
+
+@dataclass(frozen=True)
+class TagScore:
+    tag: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Tags of one text: the ``top_k`` by score, and those the model decides on."""
+
+    tags: list[TagScore]
+    predicted: list[str]
+
+
+def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean matrix of predicted tags: score >= threshold, and always the top tag."""
+    chosen = scores >= threshold
+    chosen[np.arange(len(scores)), scores.argmax(axis=1)] = True
+    return chosen
+
+
+class Predictor:
+    """Scores texts with one loaded model; thread-compatible for inference (no mutation)."""
+
+    def __init__(
+        self,
+        model: TaggerModel,
+        tokenizer: PreTrainedTokenizerBase,
+        spec: TaggerSpec,
+        batch_size: int = 64,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.labels = model.labels
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_folder(
+        cls, folder: str | Path, batch_size: int = 64, verify_checksums: bool = True
+    ) -> Predictor:
+        """Load a published version folder, checking its manifest first unless told not to."""
+        folder = Path(folder)
+        if verify_checksums:
+            verify(folder)
+        spec = TaggerSpec.load(folder)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        return cls(TaggerModel.load(folder), tokenizer, spec, batch_size=batch_size)
+
+    @property
+    def threshold(self) -> float:
+        return self.spec.threshold
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (normalised, truncated to the model's maximum length)."""
+        cleaned = [normalize_text(t) for t in texts]
+        encoded = self.tokenizer(cleaned, truncation=True, max_length=self.spec.max_length)
+        return list(encoded["input_ids"])
+
+    @torch.inference_mode()
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Probability of every label for every text, shape ``(len(texts), len(labels))``.
+
+        Texts are run in batches of similar length, so padding stays small.
+        """
+        ids = self.encode(texts)
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            input_ids, mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id or 0)
+            logits = self.model(input_ids, mask)
+            out[rows] = torch.softmax(logits.float(), dim=-1).numpy()
+        return out
+
+    def predict(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:
+        """Top ``top_k`` tags with scores, and the decided tags, for each text in order."""
+        scores = self.scores(texts)
+        chosen = decide(scores, self.threshold)
+        top_k = max(1, min(top_k, len(self.labels)))
+        results = []
+        for row, picked in zip(scores, chosen, strict=True):
+            order = np.argsort(-row, kind="stable")
+            top, decided = order[:top_k], order[picked[order]]
+            results.append(
+                Prediction(
+                    tags=[TagScore(self.labels[i], round(float(row[i]), 6)) for i in top],
+                    predicted=[self.labels[i] for i in decided],
+                )
+            )
+        return results
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest one; return ids and attention mask."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
