@@ -1,0 +1,1 @@
+"""The training job: fine-tunes the tagger and publishes versioned artefacts."""

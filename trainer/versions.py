@@ -1,0 +1,60 @@
+"""``python -m trainer.versions``: list published versions, roll LATEST, prune old ones."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from shared.artefacts import ArtefactError, ArtefactStore
+from trainer.cli import run_main, setup_logging
+
+COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "recall_at_5")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.versions",
+        description="Manage the published model versions (rolling back is 'use OLD_VERSION').",
+    )
+    parser.add_argument(
+        "--artefacts-dir", type=Path,
+        default=Path(os.environ.get("TRAINER_ARTEFACTS_DIR", "data/artefacts")),
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="versions, oldest first; * marks the one LATEST names")
+    use = commands.add_parser("use", help="point LATEST at a version (after verifying it)")
+    use.add_argument("version")
+    prune = commands.add_parser("prune", help="delete old versions (never the LATEST one)")
+    prune.add_argument("--keep", type=int, required=True, help="how many newest versions stay")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    setup_logging("WARNING")
+    store = ArtefactStore(args.artefacts_dir)
+    if args.command == "list":
+        latest = store.latest()
+        versions = store.versions()
+        if not versions:
+            print(f"no versions in {store.root}")
+            return 0
+        print(f"  {'version':<28} {'created':<26} " + " ".join(f"{c:>11}" for c in COLUMNS))
+        for info in versions:
+            mark = "*" if info.name == latest else " "
+            figures = " ".join(f"{info.metrics.get(c, float('nan')):>11.4f}" for c in COLUMNS)
+            print(f"{mark} {info.name:<28} {info.created:<26} {figures}")
+    elif args.command == "use":
+        store.set_latest(args.version)
+        print(f"LATEST -> {args.version}")
+    elif args.command == "prune":
+        if args.keep < 1:
+            raise ArtefactError("--keep must be at least 1")
+        removed = store.prune(args.keep)
+        print(f"removed {len(removed)} version(s)" + "".join(f"\n  {n}" for n in removed))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
