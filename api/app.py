@@ -1,0 +1,64 @@
+"""``create_app(settings)``: the FastAPI application, its model manager and watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import torch
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.inference import InferenceService
+from api.model_manager import ModelManager
+from api.routes import router
+from api.settings import ApiSettings
+from shared.artefacts import ArtefactStore
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Tags Stack Overflow questions from their titles with a fine-tuned MiniLM model.
+
+The service serves the version named by `LATEST` in the artefacts directory and switches to a
+newly published version by itself (no restart, no failed request). Every error is JSON:
+`{"error": code, "message": text}`.
+"""
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the app; the model is loaded in the lifespan, before the first request."""
+    settings = settings or ApiSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        manager = ModelManager(
+            ArtefactStore(settings.artefacts_dir), verify_checksums=settings.verify_checksums
+        )
+        inference = InferenceService(manager)
+        app.state.manager, app.state.inference = manager, inference
+        await manager.start()
+        watcher = asyncio.create_task(manager.watch(settings.poll_interval_s), name="watch-latest")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            inference.close()
+
+    app = FastAPI(
+        title="tagger",
+        summary="Stack Overflow tag prediction",
+        description=DESCRIPTION,
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

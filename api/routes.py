@@ -1,0 +1,160 @@
+"""HTTP routes. Handlers stay thin: validation here, inference in :mod:`api.inference`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+
+from api.errors import ApiError
+from api.inference import InferenceService, ModelNotReady
+from api.model_manager import ModelManager
+from api.schemas import (
+    ErrorResponse,
+    FailedVersion,
+    HealthResponse,
+    ModelInfo,
+    PredictionOut,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+    StatusResponse,
+    TagScoreOut,
+)
+from api.settings import ApiSettings
+
+router = APIRouter()
+
+ERRORS = {
+    413: {"model": ErrorResponse, "description": "a text is longer than the limit"},
+    422: {"model": ErrorResponse, "description": "invalid request"},
+    503: {"model": ErrorResponse, "description": "no model is loaded yet"},
+}
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_manager(request: Request) -> ModelManager:
+    return request.app.state.manager  # type: ignore[no-any-return]
+
+
+def get_inference(request: Request) -> InferenceService:
+    return request.app.state.inference  # type: ignore[no-any-return]
+
+
+def not_ready(manager: ModelManager) -> ApiError:
+    return ApiError(
+        503,
+        "model_not_ready",
+        f"no model is loaded: none is published in {manager.artefacts_dir} yet (or none could "
+        "be loaded; see GET /model). Run the trainer (make train, or docker compose run "
+        "trainer); the API picks the new version up by itself.",
+        headers={"Retry-After": "10"},
+    )
+
+
+async def _predict(
+    texts: list[str], top_k: int | None, settings: ApiSettings,
+    inference: InferenceService, manager: ModelManager,
+) -> PredictResponse:
+    if len(texts) > settings.max_texts:
+        raise ApiError(
+            422, "too_many_texts", f"{len(texts)} texts given; at most {settings.max_texts} per request"
+        )
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise ApiError(
+                413, "text_too_long",
+                f"text {i} has {len(text)} characters; the limit is {settings.max_text_chars}",
+            )
+    top_k = top_k or settings.default_top_k
+    if top_k > settings.max_top_k:
+        raise ApiError(422, "invalid_top_k", f"top_k is {top_k}; at most {settings.max_top_k}")
+    try:
+        model, predictions = await inference.predict(texts, top_k)
+    except ModelNotReady:
+        raise not_ready(manager) from None
+    return PredictResponse(
+        model_version=model.version,
+        predictions=[
+            PredictionOut(
+                tags=[TagScoreOut(tag=t.tag, score=t.score) for t in p.tags],
+                predicted=p.predicted,
+            )
+            for p in predictions
+        ],
+    )
+
+
+@router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["predict"])
+async def predict(
+    body: PredictRequest,
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+    inference: Annotated[InferenceService, Depends(get_inference)],
+    manager: Annotated[ModelManager, Depends(get_manager)],
+) -> PredictResponse:
+    """Tags for one text or a list of texts, in order, from the served model version."""
+    return await _predict(body.all_texts(), body.top_k, settings, inference, manager)
+
+
+@router.post(
+    "/tag/predict/", response_model=PredictResponse, responses=ERRORS, tags=["capstone"]
+)
+async def tag_predict_form(
+    text: Annotated[str, Form(description="a question title", examples=["Sort a dict by value"])],
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+    inference: Annotated[InferenceService, Depends(get_inference)],
+    manager: Annotated[ModelManager, Depends(get_manager)],
+) -> PredictResponse:
+    """The original capstone's route: form field ``text``; answers like ``POST /predict``."""
+    if not text.strip():
+        raise ApiError(422, "invalid_request", "text: text is empty or only whitespace")
+    return await _predict([text], None, settings, inference, manager)
+
+
+@router.get("/tag/status/", response_model=StatusResponse, tags=["capstone"])
+async def tag_status(manager: Annotated[ModelManager, Depends(get_manager)]) -> StatusResponse:
+    """The original capstone's status route."""
+    current = manager.current
+    return StatusResponse(
+        status="ready" if current else "no_model",
+        model_version=current.version if current else None,
+    )
+
+
+@router.get("/health", response_model=HealthResponse, tags=["ops"])
+async def health() -> HealthResponse:
+    """The process is up (liveness)."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/ready", response_model=ReadyResponse, responses={503: ERRORS[503]}, tags=["ops"])
+async def ready(manager: Annotated[ModelManager, Depends(get_manager)]) -> ReadyResponse:
+    """A model is loaded and requests can be served (readiness)."""
+    if manager.current is None:
+        raise not_ready(manager)
+    return ReadyResponse(status="ready", model_version=manager.current.version)
+
+
+@router.get("/model", response_model=ModelInfo, tags=["ops"])
+async def model_info(manager: Annotated[ModelManager, Depends(get_manager)]) -> ModelInfo:
+    """The served version, when it was created and loaded, labels, training and metrics."""
+    failed = [FailedVersion(version=v, error=e) for v, e in manager.failed.items()]
+    current = manager.current
+    if current is None:
+        return ModelInfo(version=None, latest=manager.latest_seen, failed_versions=failed)
+    valid = current.metrics.get("valid", {})
+    return ModelInfo(
+        version=current.version,
+        created=current.manifest.get("created"),
+        loaded_at=current.loaded_at,
+        base_model=current.manifest.get("base_model"),
+        threshold=current.predictor.threshold,
+        labels=current.predictor.labels,
+        training=current.training,
+        metrics={k: v for k, v in valid.items() if k != "per_tag"},
+        latest=manager.latest_seen,
+        failed_versions=failed,
+    )

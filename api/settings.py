@@ -1,0 +1,25 @@
+"""API settings, read from ``API_*`` environment variables; invalid values stop start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", env_ignore_empty=True)
+
+    artefacts_dir: Path = Field(Path("data/artefacts"), description="published versions")
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8000, ge=1, le=65535, description="listen port")
+    poll_interval_s: float = Field(2.0, gt=0, le=3600, description="how often LATEST is checked")
+    verify_checksums: bool = Field(True, description="check manifest sha256 before loading")
+    max_text_chars: int = Field(2000, ge=1, description="longer texts are refused with 413")
+    max_texts: int = Field(64, ge=1, description="most texts in one request (more: 422)")
+    default_top_k: int = Field(5, ge=1, description="top_k when a request gives none")
+    max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
+    torch_threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: default)")
+    log_level: str = Field("info", description="uvicorn and app log level")
+    graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")
