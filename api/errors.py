@@ -25,7 +25,10 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[Any] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: list[Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"error": code, "message": message}
@@ -53,9 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()
-        ]
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return error_response(422, "invalid_request", _validation_message(errors), errors)
 
     @app.exception_handler(StarletteHTTPException)

@@ -69,7 +69,7 @@ class ModelManager:
     async def _try_load(self, version: str) -> LoadedModel | None:
         try:
             return await asyncio.to_thread(self.load_version, version)
-        except Exception as exc:  # noqa: BLE001 - any failure means "do not serve this one"
+        except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             self.failed[version] = message
             log.error("version %s cannot be served, skipping it: %s", version, message)
@@ -120,7 +120,7 @@ class ModelManager:
             await asyncio.sleep(interval_s)
             try:
                 await self.refresh()
-            except Exception:  # noqa: BLE001 - the watcher must survive anything
+            except Exception:
                 log.exception("model refresh failed")
 
     @property

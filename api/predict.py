@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.predict", description=__doc__)
     parser.add_argument("text", nargs="*", help="a question title (none: read lines from stdin)")
     parser.add_argument(
-        "--artefacts-dir", type=Path,
+        "--artefacts-dir",
+        type=Path,
         default=Path(os.environ.get("API_ARTEFACTS_DIR", "data/artefacts")),
     )
     parser.add_argument("--version", help="a version to use instead of the one LATEST names")
@@ -38,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         version = args.version or store.latest()
         if version is None:
-            raise ArtefactError(
-                f"no model published in {store.root}: train one first (make train)"
-            )
+            raise ArtefactError(f"no model published in {store.root}: train one first (make train)")
         predictor = Predictor.from_folder(store.version_path(version))
     except (ArtefactError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -52,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
             return
         (pred,) = predictor.predict([text], top_k=args.top_k)
         if args.json:
-            out = {"model_version": version, "text": text, "predicted": pred.predicted,
-                   "tags": [{"tag": t.tag, "score": t.score} for t in pred.tags]}
+            out = {
+                "model_version": version,
+                "text": text,
+                "predicted": pred.predicted,
+                "tags": [{"tag": t.tag, "score": t.score} for t in pred.tags],
+            }
             print(json.dumps(out), flush=True)
         else:
             top = ", ".join(f"{t.tag} {t.score:.3f}" for t in pred.tags)

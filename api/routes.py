@@ -56,17 +56,23 @@ def not_ready(manager: ModelManager) -> ApiError:
 
 
 async def _predict(
-    texts: list[str], top_k: int | None, settings: ApiSettings,
-    inference: InferenceService, manager: ModelManager,
+    texts: list[str],
+    top_k: int | None,
+    settings: ApiSettings,
+    inference: InferenceService,
+    manager: ModelManager,
 ) -> PredictResponse:
     if len(texts) > settings.max_texts:
         raise ApiError(
-            422, "too_many_texts", f"{len(texts)} texts given; at most {settings.max_texts} per request"
+            422,
+            "too_many_texts",
+            f"{len(texts)} texts given; at most {settings.max_texts} per request",
         )
     for i, text in enumerate(texts):
         if len(text) > settings.max_text_chars:
             raise ApiError(
-                413, "text_too_long",
+                413,
+                "text_too_long",
                 f"text {i} has {len(text)} characters; the limit is {settings.max_text_chars}",
             )
     top_k = top_k or settings.default_top_k
@@ -99,9 +105,7 @@ async def predict(
     return await _predict(body.all_texts(), body.top_k, settings, inference, manager)
 
 
-@router.post(
-    "/tag/predict/", response_model=PredictResponse, responses=ERRORS, tags=["capstone"]
-)
+@router.post("/tag/predict/", response_model=PredictResponse, responses=ERRORS, tags=["capstone"])
 async def tag_predict_form(
     text: Annotated[str, Form(description="a question title", examples=["Sort a dict by value"])],
     settings: Annotated[ApiSettings, Depends(get_settings)],

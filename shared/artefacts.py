@@ -135,7 +135,9 @@ class ArtefactStore:
         except FileNotFoundError:
             return None
         if not VERSION_PATTERN.match(name):
-            raise ArtefactError(f"{self.root / LATEST_FILE} holds {name[:80]!r}, not a version name")
+            raise ArtefactError(
+                f"{self.root / LATEST_FILE} holds {name[:80]!r}, not a version name"
+            )
         return name
 
     def versions(self) -> list[VersionInfo]:

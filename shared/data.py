@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 WIDE_COLUMNS = ("title", "tags")
 LONG_COLUMNS = ("post_id", "tag_name", "tag_id", "tag_position", "title")
 _ANGLE_TAGS = re.compile(r"(?:<[^<>]+>)+")
+_PLAIN_TAG = re.compile(r"[^\s\[\]{}()<>'\",]+")
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -77,7 +78,9 @@ def parse_tags(cell: str) -> list[str] | None:
             return None
         raw = text[1:-1].split("><")
     else:
-        raw = text.split("|")
+        raw = [t.strip() for t in text.split("|")]
+        if not all(_PLAIN_TAG.fullmatch(t) for t in raw if t):
+            return None
     return _unique(t.strip() for t in raw)
 
 
@@ -141,9 +144,7 @@ def _column_indices(path: Path, header: list[str], required: tuple[str, ...]) ->
     return {name: header.index(name) for name in required}
 
 
-def _read_wide(
-    path: Path, header: list[str], rows: csv.Reader, first_tag_only: bool
-) -> Dataset:
+def _read_wide(path: Path, header: list[str], rows: csv.Reader, first_tag_only: bool) -> Dataset:
     cols = _column_indices(path, header, WIDE_COLUMNS)
     dataset = Dataset(path=path)
     width = max(cols.values()) + 1
@@ -167,9 +168,7 @@ def _read_wide(
     return dataset
 
 
-def _read_long(
-    path: Path, header: list[str], rows: csv.Reader, first_tag_only: bool
-) -> Dataset:
+def _read_long(path: Path, header: list[str], rows: csv.Reader, first_tag_only: bool) -> Dataset:
     cols = _column_indices(path, header, LONG_COLUMNS)
     width = max(cols.values()) + 1
     titles: dict[str, str] = {}

@@ -84,7 +84,10 @@ class TaggerModel(nn.Module):
         self.encoder.config.save_pretrained(folder)
         tensors = {k: v.detach().contiguous() for k, v in self.encoder.state_dict().items()}
         tensors.update(
-            {HEAD_PREFIX + k: v.detach().contiguous() for k, v in self.tagger_head.state_dict().items()}
+            {
+                HEAD_PREFIX + k: v.detach().contiguous()
+                for k, v in self.tagger_head.state_dict().items()
+            }
         )
         save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
 
@@ -94,7 +97,7 @@ class TaggerModel(nn.Module):
         config = AutoConfig.from_pretrained(str(folder))
         encoder = AutoModel.from_config(config, add_pooling_layer=False)
         tensors = load_file(str(folder / WEIGHTS_FILE))
-        head = {k[len(HEAD_PREFIX):]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
+        head = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
         body = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
         if "weight" not in head:
             raise ValueError(f"{folder / WEIGHTS_FILE}: no {HEAD_PREFIX}weight tensor")

@@ -31,22 +31,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument(
-        "--config", type=Path, default=Path(os.environ.get("TRAINER_CONFIG", DEFAULT_CONFIG)),
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("TRAINER_CONFIG", DEFAULT_CONFIG)),
         help=f"YAML run config (default $TRAINER_CONFIG or {DEFAULT_CONFIG})",
     )
     parser.add_argument(
-        "--dataset", type=Path, default=os.environ.get("TRAINER_DATASET"),
+        "--dataset",
+        type=Path,
+        default=os.environ.get("TRAINER_DATASET"),
         required="TRAINER_DATASET" not in os.environ,
         help="training file (default $TRAINER_DATASET)",
     )
     parser.add_argument(
-        "--valid", type=Path, default=os.environ.get("TRAINER_VALID") or None,
+        "--valid",
+        type=Path,
+        default=os.environ.get("TRAINER_VALID") or None,
         help="validation file; without it, valid_fraction of --dataset is held out",
     )
     parser.add_argument(
-        "--artefacts-dir", type=Path,
+        "--artefacts-dir",
+        type=Path,
         default=Path(os.environ.get("TRAINER_ARTEFACTS_DIR", DEFAULT_ARTEFACTS)),
-        help=f"where versions are published (default $TRAINER_ARTEFACTS_DIR or {DEFAULT_ARTEFACTS})",
+        help=f"where versions go (default $TRAINER_ARTEFACTS_DIR or {DEFAULT_ARTEFACTS})",
     )
     parser.add_argument("--log-level", default=os.environ.get("TRAINER_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)

@@ -16,7 +16,8 @@ EXIT_USER_ERROR = 2
 
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     for noisy in ("huggingface_hub", "httpx"):

@@ -91,7 +91,9 @@ def load_config(path: str | Path) -> TrainConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values, found {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys to values, found {type(data).__name__}"
+        )
     try:
         return TrainConfig(**data)
     except ValidationError as exc:
@@ -115,6 +117,8 @@ def describe_keys() -> str:
     """One line per config key: name, default and description (for ``--help``)."""
     lines = []
     for name, field in TrainConfig.model_fields.items():
-        lines.append(f"  {name} (default {field.default!r}; env {ENV_PREFIX}{name.upper()}): "
-                     f"{field.description}")
+        lines.append(
+            f"  {name} (default {field.default!r}; env {ENV_PREFIX}{name.upper()}): "
+            f"{field.description}"
+        )
     return "\n".join(lines)

@@ -14,9 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-DEFAULT_BASE_URL = (
-    "https://github.com/hse-aml/natural-language-processing/releases/download/week1"
-)
+DEFAULT_BASE_URL = "https://github.com/hse-aml/natural-language-processing/releases/download/week1"
 FILES = ("train.tsv", "validation.tsv")
 
 

@@ -50,7 +50,8 @@ def micro_f1(chosen: np.ndarray, truth: Truth) -> float:
 def tune_threshold(scores: np.ndarray, truth: Truth) -> float:
     """The score threshold (on a 0.01 grid) that maximises micro-F1 on these rows."""
     grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
-    best = max(grid, key=lambda t: (micro_f1(decide(scores, float(t)), truth), -t))
+    # Ties go to the highest threshold: the same F1 with fewer tags shown.
+    best = max(grid, key=lambda t: (micro_f1(decide(scores, float(t)), truth), t))
     return float(best)
 
 

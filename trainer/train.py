@@ -85,7 +85,9 @@ def split_data(
         order = rng.permutation(len(train)).tolist()
         n_valid = max(1, round(len(train) * config.valid_fraction))
         if len(train) - n_valid < 1:
-            raise DatasetError(f"{train.path}: too few questions ({len(train)}) to hold out validation")
+            raise DatasetError(
+                f"{train.path}: too few questions ({len(train)}) to hold out validation"
+            )
         train, valid = train.subset(order[n_valid:]), train.subset(order[:n_valid])
     if config.max_train_examples and len(train) > config.max_train_examples:
         train = train.subset(rng.permutation(len(train))[: config.max_train_examples].tolist())
@@ -157,7 +159,10 @@ def train(
     train_set = train_set.subset(keep)
     log.info(
         "training on %d questions, validating on %d, %d tags; base model %s",
-        len(train_set), len(valid_set), len(labels), base_folder,
+        len(train_set),
+        len(valid_set),
+        len(labels),
+        base_folder,
     )
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
@@ -192,8 +197,11 @@ def train(
         epoch_start, epoch_loss = time.monotonic(), 0.0
         batches = length_grouped_batches(lengths, config.batch_size, rng)
         bar = tqdm(
-            total=len(train_ids), desc=f"epoch {epoch}/{config.epochs}", unit="ex",
-            mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True,
+            total=len(train_ids),
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="ex",
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            dynamic_ncols=True,
         )
         for batch in batches:
             input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
@@ -227,8 +235,14 @@ def train(
         log.info(
             "epoch %d/%d: loss %.4f, %.1f samples/s; valid micro-F1 %.4f macro-F1 %.4f "
             "P@1 %.4f R@5 %.4f (threshold %.2f)",
-            epoch, config.epochs, record["train_loss"], record["samples_per_second"],
-            metrics["micro_f1"], metrics["macro_f1"], metrics["p_at_1"], metrics["recall_at_5"],
+            epoch,
+            config.epochs,
+            record["train_loss"],
+            record["samples_per_second"],
+            metrics["micro_f1"],
+            metrics["macro_f1"],
+            metrics["p_at_1"],
+            metrics["recall_at_5"],
             threshold,
         )
         if metrics["micro_f1"] > best_score:
@@ -293,7 +307,9 @@ def train(
         log.info("pruned %d old version(s)", len(pruned))
     log.info(
         "published %s (valid micro-F1 %.4f) in %.0f s",
-        version, final["micro_f1"], time.monotonic() - started,
+        version,
+        final["micro_f1"],
+        time.monotonic() - started,
     )
     return TrainResult(version, artefacts_dir / version, final, promoted=True)
 
@@ -328,10 +344,13 @@ def _git_commit() -> str | None:
         return os.environ["GIT_COMMIT"]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-

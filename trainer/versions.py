@@ -18,7 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Manage the published model versions (rolling back is 'use OLD_VERSION').",
     )
     parser.add_argument(
-        "--artefacts-dir", type=Path,
+        "--artefacts-dir",
+        type=Path,
         default=Path(os.environ.get("TRAINER_ARTEFACTS_DIR", "data/artefacts")),
     )
     commands = parser.add_subparsers(dest="command", required=True)
