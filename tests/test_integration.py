@@ -1,0 +1,153 @@
+"""End to end over real HTTP: trainer CLI publishes, uvicorn serves, a retrain is picked up
+while a client polls, with zero failed requests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from shared.artefacts import ArtefactStore
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def train_cli(config: Path, data: Path, artefacts: Path) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--config",
+            str(config),
+            "--dataset",
+            str(data),
+            "--artefacts-dir",
+            str(artefacts),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    version = ArtefactStore(artefacts).latest()
+    assert version is not None
+    return version
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    artefacts = tmp_path / "artefacts"
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_ARTEFACTS_DIR": str(artefacts),
+        "API_PORT": str(port),
+        "API_POLL_INTERVAL_S": "0.2",
+        "API_LOG_LEVEL": "info",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api"],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.2)
+    yield url, artefacts, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_retrain_is_served_without_restart_or_failed_requests(
+    api_server: tuple[str, Path, subprocess.Popen[str]],
+    tiny_model_dir: Path,
+    fixture_data: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    url, artefacts, proc = api_server
+    assert httpx.get(f"{url}/ready").status_code == 503  # started with nothing published
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(tiny_model_dir),
+                "epochs": 1,
+                "batch_size": 16,
+                "max_length": 24,
+                "lr_encoder": 1e-3,
+                "lr_head": 1e-2,
+                "threads": 1,
+            }
+        )
+    )
+    first = train_cli(config, fixture_data["train"], artefacts)
+    deadline = time.monotonic() + 15
+    while httpx.get(f"{url}/ready").status_code != 200:
+        assert time.monotonic() < deadline, "first model not picked up"
+        time.sleep(0.1)
+
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post("/predict", json={"texts": ["pandas numpy", "spring maven"]})
+                    version = r.json().get("model_version") if r.status_code == 200 else None
+                    seen.append((r.status_code, version))
+                except httpx.HTTPError as exc:
+                    seen.append((0, repr(exc)))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        second = train_cli(config, fixture_data["train"], artefacts)
+        published_at = time.monotonic()
+        while httpx.get(f"{url}/model").json()["version"] != second:
+            assert time.monotonic() - published_at < 5, "new version not served within 5 s"
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        poller.join()
+
+    failures = [s for s in seen if s[0] != 200]
+    assert not failures, failures[:5]
+    versions = [v for _, v in seen]
+    assert set(versions) == {first, second}
+    switch = versions.index(second)
+    assert all(v == second for v in versions[switch:])  # no flip-flopping back
+
+    # SIGTERM: uvicorn finishes in-flight work, runs the lifespan's shutdown, then re-raises
+    # the signal, so the exit status is "terminated by SIGTERM" after a clean shutdown.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    log = proc.stdout.read() if proc.stdout else ""
+    assert "Application shutdown complete" in log, log[-2000:]
+    assert "Traceback" not in log, log[-2000:]

@@ -1,0 +1,138 @@
+"""The predictor built from an artefact, the evaluate CLI, and loading with plain transformers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shared.artefacts import ArtefactError, ArtefactStore
+from shared.predictor import Predictor
+from tests.test_trainer import run_cli
+
+
+def folder_of(store: ArtefactStore) -> Path:
+    version = store.latest()
+    assert version is not None
+    return store.root / version
+
+
+def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
+    predictor = Predictor.from_folder(folder_of(published))
+    texts = ["How to use pandas with numpy?", "spring hibernate maven error", "   sql  join   "]
+    results = predictor.predict(texts, top_k=3)
+    assert len(results) == 3
+    for result in results:
+        assert len(result.tags) == 3
+        scores = [t.score for t in result.tags]
+        assert scores == sorted(scores, reverse=True)
+        assert result.predicted[0] == result.tags[0].tag  # the top tag is always predicted
+        assert all(
+            t.score >= predictor.threshold for t in result.tags if t.tag in result.predicted[1:]
+        )
+    assert results[0].tags[0].tag == "python"
+    assert results[1].tags[0].tag == "java"
+    # Batching by length must not change a text's scores.
+    alone = predictor.scores([texts[1]])
+    together = predictor.scores(texts)
+    np.testing.assert_allclose(alone[0], together[1], atol=1e-5)
+    assert together.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_top_k_is_clamped_to_the_label_count(published: ArtefactStore) -> None:
+    predictor = Predictor.from_folder(folder_of(published))
+    assert len(predictor.predict(["x"], top_k=50)[0].tags) == len(predictor.labels)
+
+
+def test_corrupted_artefact_is_refused(store_copy: ArtefactStore) -> None:
+    folder = folder_of(store_copy)
+    (folder / "tagger.json").write_text('{"threshold": 0.0}')
+    with pytest.raises(ArtefactError):
+        Predictor.from_folder(folder)
+
+
+def test_loads_with_plain_transformers_and_safetensors(published: ArtefactStore) -> None:
+    """The README's recipe reproduces the predictor's scores (no remote code, no pickle)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = str(folder_of(published))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoder = AutoModel.from_pretrained(folder).eval()
+    tensors = load_file(f"{folder}/model.safetensors")
+    weight, bias = tensors["tagger_head.weight"], tensors["tagger_head.bias"]
+    labels = [encoder.config.id2label[i] for i in range(len(encoder.config.id2label))]
+
+    batch = tokenizer(["How to use pandas with numpy?"], return_tensors="pt")
+    with torch.inference_mode():
+        hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        probs = torch.softmax((hidden * mask).sum(1) / mask.sum(1) @ weight.T + bias, dim=-1)
+
+    predictor = Predictor.from_folder(folder)
+    assert labels == predictor.labels
+    np.testing.assert_allclose(
+        probs.numpy()[0], predictor.scores(["How to use pandas with numpy?"])[0], atol=1e-5
+    )
+
+
+def test_evaluate_cli_prints_metrics_json(
+    published: ArtefactStore, fixture_data: dict[str, Path], tmp_path: Path
+) -> None:
+    result = run_cli(
+        "-m",
+        "trainer.evaluate",
+        "--artefact",
+        str(folder_of(published)),
+        "--dataset",
+        str(fixture_data["valid"]),
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert set(metrics) >= {"micro_f1", "macro_f1", "p_at_1", "recall_at_5", "n"}
+    assert metrics["n"] == 60
+    stored = json.loads((folder_of(published) / "metrics.json").read_text())["valid"]
+    assert metrics["micro_f1"] == pytest.approx(stored["micro_f1"], abs=1e-3)
+
+    # Tags the model never saw count as misses.
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("title,tags\nHow to use pandas with numpy?,cobol\n")
+    missed = json.loads(
+        run_cli(
+            "-m",
+            "trainer.evaluate",
+            "--artefact",
+            str(folder_of(published)),
+            "--dataset",
+            str(unknown),
+        ).stdout
+    )
+    assert missed["p_at_1"] == 0.0 and missed["micro_f1"] == 0.0 and missed["recall_at_5"] == 0.0
+
+
+def test_predict_cli_text_and_stdin(published: ArtefactStore) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    one = run_cli(
+        "-m", "api.predict", "--artefacts-dir", str(published.root), "pandas numpy question"
+    )
+    assert one.returncode == 0 and one.stdout.startswith("python"), one.stderr
+    piped = subprocess.run(
+        [sys.executable, "-m", "api.predict", "--json", "--artefacts-dir", str(published.root)],
+        input="spring maven error\n\nmysql join slow\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    rows = [json.loads(line) for line in piped.stdout.splitlines()]
+    assert [r["predicted"][0] for r in rows] == ["java", "sql"]
+    assert "empty text" in piped.stderr
+    missing = run_cli("-m", "api.predict", "--artefacts-dir", "/nonexistent/dir", "x")
+    assert missing.returncode == 2 and "no model published" in missing.stderr

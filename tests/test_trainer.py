@@ -1,0 +1,175 @@
+"""Trainer runs on fixture data with the tiny model: what it publishes, and how it fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.artefacts import ArtefactStore, verify
+from tests.conftest import REPO, tiny_config, write_wide_tsv
+from trainer.train import train
+
+
+def test_published_version_is_self_contained(published: ArtefactStore) -> None:
+    version = published.latest()
+    assert version is not None
+    folder = published.root / version
+    manifest = verify(folder)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tagger.json",
+        "train_config.yaml",
+        "metrics.json",
+    } <= set(manifest["files"])
+    for key in ("version", "created", "base_model", "data", "libraries", "git_commit"):
+        assert key in manifest
+    assert len(manifest["data"]["train"]["sha256"]) == 64
+    assert manifest["libraries"]["torch"].startswith("2.13.0")
+    config = json.loads((folder / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["java", "javascript", "python", "sql"]
+    assert 0 < json.loads((folder / "tagger.json").read_text())["threshold"] < 1
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["valid"]["n"] == 60
+    assert set(metrics["valid"]["per_tag"]) == {"java", "javascript", "python", "sql"}
+    assert {"micro_f1", "macro_f1", "p_at_1", "recall_at_5"} <= set(metrics["valid"])
+    assert metrics["history"] and "valid_micro_f1" in metrics["history"][0]
+    # The tiny model learns the fixture's topic words: far above chance (0.25).
+    assert metrics["valid"]["p_at_1"] > 0.6
+    resolved = yaml.safe_load((folder / "train_config.yaml").read_text())
+    assert resolved["config"]["epochs"] == 3
+
+
+def test_same_seed_same_data_same_metrics(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    config = tiny_config(tiny_model_dir, epochs=1)
+    runs = [
+        train(config, fixture_data["train"], None, tmp_path / name).metrics for name in ("a", "b")
+    ]
+    assert runs[0] == runs[1]
+
+
+def test_second_run_moves_latest_and_prunes(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    config = tiny_config(tiny_model_dir, epochs=1, keep_versions=1)
+    first = train(config, fixture_data["train"], None, tmp_path)
+    second = train(config, fixture_data["train"], None, tmp_path)
+    store = ArtefactStore(tmp_path)
+    assert store.latest() == second.version
+    assert [v.name for v in store.versions()] == [second.version]
+    assert not first.path.exists()
+
+
+def test_first_tag_only_and_min_samples(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    data = tmp_path / "d.tsv"
+    write_wide_tsv(data, 80, seed=3)
+    with data.open("a") as handle:
+        handle.write("A rare one\t['rare-tag']\n")
+    config = tiny_config(tiny_model_dir, epochs=1, first_tag_only=True, min_samples_per_label=2)
+    result = train(config, data, fixture_data["valid"], tmp_path / "art")
+    labels = json.loads((result.path / "config.json").read_text())["id2label"].values()
+    assert "rare-tag" not in labels
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_trains_and_publishes(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "epochs": 3}))
+    result = run_cli(
+        "-m",
+        "trainer",
+        "--config",
+        str(config),
+        "--dataset",
+        str(fixture_data["train"]),
+        "--artefacts-dir",
+        str(tmp_path / "art"),
+        env={"TRAINER_EPOCHS": "1", "TRAINER_BATCH_SIZE": "16"},
+    )
+    assert result.returncode == 0, result.stderr
+    version = ArtefactStore(tmp_path / "art").latest()
+    assert f"published {version}" in result.stdout
+    resolved = yaml.safe_load((tmp_path / "art" / str(version) / "train_config.yaml").read_text())
+    assert resolved["config"]["epochs"] == 1  # the environment won over the file
+    assert "epoch 1/1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config_text", "dataset_text", "expected"),
+    [
+        ("epochz: 1\n", "title\ttags\nx\t['a']\n", "unknown key 'epochz'"),
+        ("epochs: 1\n", "foo,bar\n1,2\n", "unknown format"),
+        ("base_model: /no/such/folder\n", "title\ttags\nx\t['a']\n", "neither"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, config_text: str, dataset_text: str, expected: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text)
+    data = tmp_path / "d.tsv"
+    data.write_text(dataset_text)
+    result = run_cli(
+        "-m",
+        "trainer",
+        "--config",
+        str(config),
+        "--dataset",
+        str(data),
+        "--artefacts-dir",
+        str(tmp_path / "art"),
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "art").exists() or not any((tmp_path / "art").iterdir())
+
+
+def test_help_documents_every_config_key() -> None:
+    result = run_cli("-m", "trainer", "--help")
+    assert result.returncode == 0
+    for key in ("epochs", "min_samples_per_label", "first_tag_only", "TRAINER_EPOCHS"):
+        assert key in result.stdout
+
+
+def test_versions_cli_lists_and_rolls_back(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    config = tiny_config(tiny_model_dir, epochs=1)
+    first = train(config, fixture_data["train"], None, tmp_path)
+    second = train(config, fixture_data["train"], None, tmp_path)
+    listing = run_cli("-m", "trainer.versions", "--artefacts-dir", str(tmp_path), "list")
+    assert listing.returncode == 0
+    assert f"* {second.version}" in listing.stdout and f"  {first.version}" in listing.stdout
+    rollback = run_cli(
+        "-m", "trainer.versions", "--artefacts-dir", str(tmp_path), "use", first.version
+    )
+    assert rollback.returncode == 0
+    assert ArtefactStore(tmp_path).latest() == first.version
+    bad = run_cli("-m", "trainer.versions", "--artefacts-dir", str(tmp_path), "use", "nope")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")
