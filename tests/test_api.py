@@ -133,7 +133,10 @@ def test_unexpected_failure_is_a_json_500(client: TestClient) -> None:
 
 
 def test_docs_and_openapi_have_examples(client: TestClient) -> None:
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn." not in page.text  # served offline, from the package
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/tag/predict/", "/tag/status/", "/model", "/health", "/ready"} <= set(
         spec["paths"]
