@@ -19,7 +19,7 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast lint clean
+	rollback quickstart test test-fast lint e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,9 @@ test: setup ## run every test tier (unit, integration, real MiniLM)
 
 test-fast: setup ## unit tests only (no subprocess servers, no real MiniLM)
 	$(PY) -m pytest -m "not integration and not slow"
+
+e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
+	bash tests/e2e/run.sh
 
 lint: setup ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# make e2e: the used-by flow against a real Docker Engine; any deviation fails the run.
+#   build both images -> train (quick config, small real sample) -> up api -> healthy ->
+#   /predict names the new version -> /docs, /openapi.json -> retrain while a client polls:
+#   new version served within seconds, zero failed requests -> restart api: newest served ->
+#   docker compose down -v (also on failure).
+# Talks to the services only through the port published on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-tagger-e2e}
+export API_PORT=${E2E_PORT:-18000}
+export API_POLL_INTERVAL_S=1
+export TRAIN_CONFIG=train-quick.yaml
+export DATASET_FILE=train.tsv
+export VALID_PATH=
+URL="http://127.0.0.1:${API_PORT}"
+SOURCE=${E2E_DATA:-data/raw/train.tsv}
+[ -f "$SOURCE" ] || SOURCE=../shared/data/stackoverflow/train.tsv
+[ -f "$SOURCE" ] || { echo "e2e: no data: put a title<TAB>tags file at data/raw/train.tsv or set E2E_DATA"; exit 2; }
+
+WORK=$(mktemp -d)
+export DATA_DIR="$WORK/data"
+mkdir -p "$DATA_DIR"
+head -n 801 "$SOURCE" > "$DATA_DIR/train.tsv"   # header + 800 real questions
+chmod -R a+rX "$WORK"
+
+step() { printf '\n== e2e %s: %s\n' "$(date +%T)" "$*"; }
+fail() { echo "E2E FAILED: $*" >&2; docker compose logs --no-color --tail 50 api >&2 || true; exit 1; }
+cleanup() {
+  step "docker compose down -v"
+  touch "$WORK/stop"
+  docker compose down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+get() { python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
+status() { python3 -c 'import sys, urllib.request as u, urllib.error as e
+try: print(u.urlopen(sys.argv[1], timeout=5).status)
+except e.HTTPError as x: print(x.code)
+except Exception: print(0)' "$1"; }
+field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+train() {
+  docker compose run --rm -T trainer 2>"$WORK/train.log" | tee "$WORK/train.out" >&2 \
+    || { tail -20 "$WORK/train.log" >&2; fail "trainer run failed"; }
+  sed -n 's/^published \([^ ]*\) .*/\1/p' "$WORK/train.out" | tail -1
+}
+wait_healthy() {
+  for _ in $(seq 1 120); do
+    state=$(docker inspect -f '{{.State.Health.Status}}' "$(docker compose ps -q api)" 2>/dev/null || echo none)
+    [ "$state" = healthy ] && return 0
+    sleep 1
+  done
+  fail "api not healthy after 120 s (state: $state)"
+}
+SECONDS=0
+
+step "build both images"
+docker compose --profile train build
+
+step "train v1 with the quick config on 800 real questions"
+v1=$(train); [ -n "$v1" ] || fail "trainer printed no version"
+echo "v1 = $v1"
+
+step "docker compose up -d api"
+docker compose up -d api
+wait_healthy
+[ "$(get "$URL/ready" | field model_version)" = "$v1" ] || fail "/ready does not name $v1"
+answer=$(python3 -c 'import json, sys, urllib.request as u
+r = u.Request(sys.argv[1] + "/predict", json.dumps({"text": "How to read a CSV file with pandas?"}).encode(), {"Content-Type": "application/json"})
+print(u.urlopen(r, timeout=30).read().decode())' "$URL")
+echo "$answer"
+[ "$(echo "$answer" | field model_version)" = "$v1" ] || fail "/predict did not answer with $v1"
+[ "$(status "$URL/docs")" = 200 ] || fail "/docs"
+[ "$(status "$URL/openapi.json")" = 200 ] || fail "/openapi.json"
+[ "$(status "$URL/nope")" = 404 ] || fail "unknown route is not 404"
+
+step "retrain while a client polls /predict"
+python3 tests/e2e/poll.py "$URL" "$WORK/stop" 600 > "$WORK/poll.json" &
+poller=$!
+v2=$(train); [ -n "$v2" ] && [ "$v2" != "$v1" ] || fail "second training did not publish a new version"
+published=$SECONDS
+until [ "$(get "$URL/model" | field version)" = "$v2" ]; do
+  [ $((SECONDS - published)) -le 15 ] || fail "/model still not $v2 after 15 s"
+  sleep 0.2
+done
+echo "v2 = $v2 served $((SECONDS - published)) s after publishing"
+sleep 2
+touch "$WORK/stop"; wait "$poller"
+cat "$WORK/poll.json"
+python3 - "$WORK/poll.json" "$v1" "$v2" <<'PY' || fail "requests failed or versions wrong during the hot reload"
+import json, sys
+poll = json.load(open(sys.argv[1]))
+assert poll["ok"] > 0 and poll["failed"] == 0, poll
+assert poll["versions"] == [sys.argv[2], sys.argv[3]], poll["versions"]
+PY
+
+step "restart the api: it serves the newest version"
+docker compose stop api
+docker compose up -d api
+wait_healthy
+[ "$(get "$URL/model" | field version)" = "$v2" ] || fail "restarted api does not serve $v2"
+
+step "passed in ${SECONDS} s"
+echo "e2e: 1 passed, 0 failed"
