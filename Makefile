@@ -6,7 +6,8 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch comes from the CPU wheel index (never the multi-GB CUDA build); PyPI serves the rest.
+# torch alone comes from the CPU wheel index (never the multi-GB CUDA build); its own
+# dependencies and everything else come from PyPI, pinned by requirements/constraints.txt.
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 CONFIG ?= conf/train.yaml
@@ -27,7 +28,7 @@ help: ## list the targets
 
 $(VENV)/.installed: requirements/api.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0 --extra-index-url $(TORCH_INDEX_URL)
+	$(PY) -m pip install --quiet --no-deps torch==2.13.0 --index-url $(TORCH_INDEX_URL)
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/model.txt
 	@touch $@
