@@ -43,9 +43,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         manager = ModelManager(
             ArtefactStore(settings.artefacts_dir), verify_checksums=settings.verify_checksums
         )
-        inference = InferenceService(manager)
+        inference = InferenceService(
+            manager,
+            batching=settings.batching,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            queue_depth=settings.queue_depth,
+        )
         app.state.manager, app.state.inference = manager, inference
         await manager.start()
+        inference.start()
         watcher = asyncio.create_task(manager.watch(settings.poll_interval_s), name="watch-latest")
         try:
             yield
@@ -53,7 +60,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            inference.close()
+            await inference.close()
 
     app = FastAPI(
         title="tagger",

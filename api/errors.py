@@ -24,6 +24,10 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
 def error_response(
     status: int,
     code: str,
@@ -63,6 +67,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, __: ClientGone) -> JSONResponse:
+        # Nobody reads this; 499 is the conventional "client closed request" in access logs.
+        return error_response(499, "client_closed_request", "the client disconnected")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

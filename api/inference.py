@@ -1,16 +1,28 @@
-"""The one place where requests meet the model.
+"""The one place where requests meet the model: a micro-batching queue in front of it.
 
-Every prediction goes through :meth:`InferenceService.predict`: it takes the model that is
-being served at that moment (so a whole request runs on one version, even across a hot swap)
-and runs the forward pass on a dedicated worker thread, never on the event loop. One worker
-keeps concurrent requests from fighting over the CPU cores torch already uses.
+Requests put their texts on a bounded queue. One worker takes everything that is waiting
+(up to ``max_batch_size`` texts) and runs it as one forward pass on a dedicated thread, never
+on the event loop, then hands each caller its own rows. A lone request on an idle server runs
+at once; the worker waits up to ``max_wait_ms`` for more texts only when others arrived with
+it (the server is under load), so batching costs an idle server nothing.
+
+A batch runs entirely on the model that is served when the batch starts, so every answer
+names the version that computed it, also across a hot swap. A request whose client went away
+is dropped before it is computed. When more than ``queue_depth`` texts wait, new requests are
+refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``).
+
+With batching off, each request runs its own forward pass on the same single worker thread
+(the naive design; kept for comparison in ``make bench``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from api.model_manager import LoadedModel, ModelManager
 from shared.predictor import Prediction
@@ -20,22 +32,164 @@ class ModelNotReady(RuntimeError):
     """No model is loaded yet."""
 
 
+class QueueFull(RuntimeError):
+    """Too many texts are waiting; the caller should retry later."""
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    top_k: int
+    future: asyncio.Future[tuple[LoadedModel, list[Prediction]]]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """Counters for ``/model``-style introspection and the benchmark."""
+
+    batches: int = 0
+    texts: int = 0
+    dropped_disconnected: int = 0
+    rejected_queue_full: int = 0
+
+
 class InferenceService:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        batching: bool = True,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        queue_depth: int = 1024,
+    ) -> None:
         self.manager = manager
+        self.batching = batching
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.queue_depth = queue_depth
+        self.stats = BatchStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._waiting_texts = 0
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.batching and self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        _fail(list(self._jobs), ModelNotReady())
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def predict(
         self, texts: Sequence[str], top_k: int
     ) -> tuple[LoadedModel, list[Prediction]]:
+        """Predictions for ``texts`` and the model that made them (raises ModelNotReady,
+        QueueFull). Cancelling the awaiting task withdraws the texts from the queue."""
+        if self.manager.current is None:
+            raise ModelNotReady()
+        if not self.batching:
+            model = self.manager.current
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._executor, model.predictor.predict, list(texts), top_k
+            )
+            return model, result
+        if self._waiting_texts + len(texts) > self.queue_depth:
+            self.stats.rejected_queue_full += 1
+            raise QueueFull()
+        job = _Job(list(texts), top_k, asyncio.get_running_loop().create_future())
+        self._jobs.append(job)
+        self._waiting_texts += len(job.texts)
+        self._wakeup.set()
+        return await job.future
+
+    def _take(self, room: int, first: bool) -> list[_Job]:
+        """Pop waiting jobs in arrival order while their texts fit in ``room``, dropping
+        withdrawn ones. The first job of a batch is always taken, however many texts it has."""
+        taken: list[_Job] = []
+        while self._jobs:
+            job = self._jobs[0]
+            if job.future.done():  # withdrawn: the client disconnected or gave up
+                self._jobs.popleft()
+                self._waiting_texts -= len(job.texts)
+                self.stats.dropped_disconnected += 1
+                continue
+            if len(job.texts) > room and not (first and not taken):
+                break
+            self._jobs.popleft()
+            self._waiting_texts -= len(job.texts)
+            taken.append(job)
+            room -= len(job.texts)
+        return taken
+
+    async def _run(self) -> None:
+        while True:
+            if not self._jobs:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = self._take(self.max_batch_size, first=True)
+            if len(batch) > 1 and self.max_wait_s > 0:
+                await self._top_up(batch)
+            if batch:
+                await self._compute(batch)
+
+    async def _top_up(self, batch: list[_Job]) -> None:
+        """Others arrived together with this batch: let more join for up to max_wait_ms."""
+        deadline = batch[0].enqueued + self.max_wait_s
+        room = self.max_batch_size - sum(len(j.texts) for j in batch)
+        while room > 0 and (delay := deadline - time.monotonic()) > 0:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except TimeoutError:
+                return
+            more = self._take(room, first=False)
+            batch += more
+            room -= sum(len(j.texts) for j in more)
+
+    async def _compute(self, batch: list[_Job]) -> None:
+        """One forward pass for the whole batch, on the model served right now."""
         model = self.manager.current
         if model is None:
-            raise ModelNotReady()
+            _fail(batch, ModelNotReady())
+            return
+        texts = [t for job in batch for t in job.texts]
+        top_k = max(job.top_k for job in batch)
         loop = asyncio.get_running_loop()
-        predictions = await loop.run_in_executor(
-            self._executor, model.predictor.predict, list(texts), top_k
-        )
-        return model, predictions
+        try:
+            results = await loop.run_in_executor(
+                self._executor, model.predictor.predict, texts, top_k
+            )
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        self.stats.batches += 1
+        self.stats.texts += len(texts)
+        start = 0
+        for job in batch:
+            rows = results[start : start + len(job.texts)]
+            start += len(job.texts)
+            if not job.future.done():
+                job.future.set_result((model, [_cut(p, job.top_k) for p in rows]))
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+
+def _fail(batch: list[_Job], exc: BaseException) -> None:
+    for job in batch:
+        if not job.future.done():
+            job.future.set_exception(exc)
+
+
+def _cut(prediction: Prediction, top_k: int) -> Prediction:
+    if len(prediction.tags) <= top_k:
+        return prediction
+    return Prediction(tags=prediction.tags[:top_k], predicted=prediction.predicted)

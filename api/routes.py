@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Form, Request
 
-from api.errors import ApiError
-from api.inference import InferenceService, ModelNotReady
+from api.errors import ApiError, ClientGone
+from api.inference import InferenceService, ModelNotReady, QueueFull
 from api.model_manager import ModelManager
 from api.schemas import (
     ErrorResponse,
@@ -24,11 +26,16 @@ from api.schemas import (
 from api.settings import ApiSettings
 
 router = APIRouter()
+T = TypeVar("T")
+
 
 ERRORS = {
     413: {"model": ErrorResponse, "description": "a text is longer than the limit"},
     422: {"model": ErrorResponse, "description": "invalid request"},
-    503: {"model": ErrorResponse, "description": "no model is loaded yet"},
+    503: {
+        "model": ErrorResponse,
+        "description": "no model is loaded yet, or the queue is full (see Retry-After)",
+    },
 }
 
 
@@ -55,7 +62,28 @@ def not_ready(manager: ModelManager) -> ApiError:
     )
 
 
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (so queued texts are never computed) if the client
+    disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone()
+    return task.result()
+
+
 async def _predict(
+    request: Request,
     texts: list[str],
     top_k: int | None,
     settings: ApiSettings,
@@ -79,9 +107,16 @@ async def _predict(
     if top_k > settings.max_top_k:
         raise ApiError(422, "invalid_top_k", f"top_k is {top_k}; at most {settings.max_top_k}")
     try:
-        model, predictions = await inference.predict(texts, top_k)
+        model, predictions = await unless_disconnected(request, inference.predict(texts, top_k))
     except ModelNotReady:
         raise not_ready(manager) from None
+    except QueueFull:
+        raise ApiError(
+            503,
+            "overloaded",
+            "too many texts are waiting for the model; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
     return PredictResponse(
         model_version=model.version,
         predictions=[
@@ -96,17 +131,19 @@ async def _predict(
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["predict"])
 async def predict(
+    request: Request,
     body: PredictRequest,
     settings: Annotated[ApiSettings, Depends(get_settings)],
     inference: Annotated[InferenceService, Depends(get_inference)],
     manager: Annotated[ModelManager, Depends(get_manager)],
 ) -> PredictResponse:
     """Tags for one text or a list of texts, in order, from the served model version."""
-    return await _predict(body.all_texts(), body.top_k, settings, inference, manager)
+    return await _predict(request, body.all_texts(), body.top_k, settings, inference, manager)
 
 
 @router.post("/tag/predict/", response_model=PredictResponse, responses=ERRORS, tags=["capstone"])
 async def tag_predict_form(
+    request: Request,
     text: Annotated[str, Form(description="a question title", examples=["Sort a dict by value"])],
     settings: Annotated[ApiSettings, Depends(get_settings)],
     inference: Annotated[InferenceService, Depends(get_inference)],
@@ -115,7 +152,7 @@ async def tag_predict_form(
     """The original capstone's route: form field ``text``; answers like ``POST /predict``."""
     if not text.strip():
         raise ApiError(422, "invalid_request", "text: text is empty or only whitespace")
-    return await _predict([text], None, settings, inference, manager)
+    return await _predict(request, [text], None, settings, inference, manager)
 
 
 @router.get("/tag/status/", response_model=StatusResponse, tags=["capstone"])

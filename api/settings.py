@@ -20,6 +20,14 @@ class ApiSettings(BaseSettings):
     max_texts: int = Field(64, ge=1, description="most texts in one request (more: 422)")
     default_top_k: int = Field(5, ge=1, description="top_k when a request gives none")
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
+    batching: bool = Field(True, description="micro-batch concurrent requests into one pass")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="most texts in one forward pass")
+    max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="how long a batch under load waits for more texts"
+    )
+    queue_depth: int = Field(
+        1024, ge=1, description="most texts waiting; beyond it requests get 503 + Retry-After"
+    )
     torch_threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: default)")
     log_level: str = Field("info", description="uvicorn and app log level")
     graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")
