@@ -16,14 +16,15 @@ VALID ?=
 ARTEFACTS ?= data/artefacts
 ARTEFACT ?=
 EVAL_DATASET ?= data/raw/validation.tsv
+BENCH_DATA ?= $(firstword $(wildcard ../shared/data/stackoverflow/valid.tsv data/raw/validation.tsv) data/raw/validation.tsv)
 TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast lint e2e clean
+	rollback quickstart test test-fast lint e2e bench clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: DATASET=$(DATASET) VALID=$(VALID) CONFIG=$(CONFIG) ARTEFACTS=$(ARTEFACTS)"
 
 $(VENV)/.installed: requirements/api.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt
@@ -74,6 +75,10 @@ test: setup ## run every test tier (unit, integration, real MiniLM)
 
 test-fast: setup ## unit tests only (no subprocess servers, no real MiniLM)
 	$(PY) -m pytest -m "not integration and not slow"
+
+bench: setup ## serving benchmark: raw model vs API (batching on/off) under wrk load; needs wrk
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
+	$(PY) -m bench.run --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS)
 
 e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import swagger_ui_bundle
 import torch
@@ -40,8 +41,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        # Every torch call (loading, warm-up, inference) happens on this one thread.
+        torch_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         manager = ModelManager(
-            ArtefactStore(settings.artefacts_dir), verify_checksums=settings.verify_checksums
+            ArtefactStore(settings.artefacts_dir),
+            verify_checksums=settings.verify_checksums,
+            torch_executor=torch_executor,
         )
         inference = InferenceService(
             manager,
@@ -49,6 +54,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             queue_depth=settings.queue_depth,
+            torch_executor=torch_executor,
         )
         app.state.manager, app.state.inference = manager, inference
         await manager.start()
@@ -61,6 +67,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await inference.close()
+            torch_executor.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(
         title="tagger",

@@ -62,6 +62,7 @@ class InferenceService:
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         queue_depth: int = 1024,
+        torch_executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.manager = manager
         self.batching = batching
@@ -69,7 +70,9 @@ class InferenceService:
         self.max_wait_s = max_wait_ms / 1000
         self.queue_depth = queue_depth
         self.stats = BatchStats()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        # One thread runs every forward pass (the app shares it with model loading).
+        self._executor = torch_executor or ThreadPoolExecutor(1, thread_name_prefix="torch")
+        self._owns_executor = torch_executor is None
         self._jobs: collections.deque[_Job] = collections.deque()
         self._waiting_texts = 0
         self._wakeup = asyncio.Event()
@@ -88,7 +91,8 @@ class InferenceService:
                 pass
             self._worker = None
         _fail(list(self._jobs), ModelNotReady())
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def predict(
         self, texts: Sequence[str], top_k: int

@@ -1,5 +1,8 @@
 """Which model the API serves, and hot reload: watch ``LATEST``, load off the request path, swap.
 
+Verification (hashing files) runs on a helper thread; building the network and the warm-up
+run on the torch thread that also serves predictions, because torch work spread over several
+threads made every later forward pass measurably slower (see the README's benchmark notes).
 A swap is one reference assignment: requests that already took the old :class:`LoadedModel`
 finish on it, new ones get the new one. A version that fails verification, loading or the
 warm-up is remembered as failed, reported by ``/model``, and not tried again; the model that
@@ -12,13 +15,14 @@ import asyncio
 import datetime as dt
 import json
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shared.artefacts import ArtefactError, ArtefactStore
+from shared.artefacts import ArtefactError, ArtefactStore, verify
 from shared.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -44,15 +48,16 @@ class ModelManager:
 
     store: ArtefactStore
     verify_checksums: bool = True
+    torch_executor: Executor | None = None
     current: LoadedModel | None = None
     failed: dict[str, str] = field(default_factory=dict)
     latest_seen: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def load_version(self, version: str) -> LoadedModel:
-        """Verify, load and warm up one version (blocking; run it in a worker thread)."""
+        """Build and warm up a verified version (blocking: run it on the torch thread)."""
         folder = self.store.version_path(version)
-        predictor = Predictor.from_folder(folder, verify_checksums=self.verify_checksums)
+        predictor = Predictor.from_folder(folder, verify_checksums=False)
         predictor.predict([WARMUP_TEXT], top_k=1)
         manifest = json.loads((folder / "manifest.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -68,7 +73,10 @@ class ModelManager:
 
     async def _try_load(self, version: str) -> LoadedModel | None:
         try:
-            return await asyncio.to_thread(self.load_version, version)
+            if self.verify_checksums:
+                await asyncio.to_thread(verify, self.store.version_path(version))
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.torch_executor, self.load_version, version)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             self.failed[version] = message

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 
 WEIGHTS_FILE = "model.safetensors"
 TAGGER_FILE = "tagger.json"
@@ -93,21 +94,36 @@ class TaggerModel(nn.Module):
 
     @classmethod
     def load(cls, folder: Path) -> TaggerModel:
-        """Build the network from a model folder written by :meth:`save` (strict key check)."""
-        config = AutoConfig.from_pretrained(str(folder))
-        encoder = AutoModel.from_config(config, add_pooling_layer=False)
-        tensors = load_file(str(folder / WEIGHTS_FILE))
-        head = {k[len(HEAD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)}
-        body = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
+        """Build the network from a model folder written by :meth:`save`.
+
+        The encoder is loaded by transformers itself (no random initialisation of weights that
+        are about to be overwritten); every encoder weight must be present, and the head must
+        match the labels in ``config.json``.
+        """
+        encoder, info = AutoModel.from_pretrained(
+            str(folder), add_pooling_layer=False, output_loading_info=True
+        )
+        problems = list(info["missing_keys"]) + [
+            k for k in info["unexpected_keys"] if not k.startswith(HEAD_PREFIX)
+        ]
+        if problems or info["mismatched_keys"]:
+            raise ValueError(
+                f"{folder / WEIGHTS_FILE}: weights do not match config.json "
+                f"(missing/unexpected {problems[:5]}, mismatched {info['mismatched_keys'][:5]})"
+            )
+        head = {}
+        with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
+            for key in weights.keys():
+                if key.startswith(HEAD_PREFIX):
+                    head[key[len(HEAD_PREFIX) :]] = weights.get_tensor(key)
         if "weight" not in head:
             raise ValueError(f"{folder / WEIGHTS_FILE}: no {HEAD_PREFIX}weight tensor")
         model = cls(encoder, num_labels=head["weight"].shape[0])
-        if model.tagger_head.out_features != len(config.id2label):
+        if model.tagger_head.out_features != len(encoder.config.id2label):
             raise ValueError(
                 f"{folder}: head has {model.tagger_head.out_features} outputs but config.json "
-                f"names {len(config.id2label)} labels"
+                f"names {len(encoder.config.id2label)} labels"
             )
-        encoder.load_state_dict(body, strict=True)
         model.tagger_head.load_state_dict(head, strict=True)
         model.eval()
         return model

@@ -75,7 +75,7 @@ def test_concurrent_requests_share_a_forward_pass_and_get_their_own_rows() -> No
         fake.gate.set()
         (m1, p1), *rest = await asyncio.gather(first, *others)
         assert m1.version == "v1" and p1[0].predicted == ["v1:a"]
-        for i, (m, preds) in enumerate(rest):
+        for i, (_, preds) in enumerate(rest):
             assert [p.predicted for p in preds] == [[f"v1:t{i}"], [f"v1:u{i}"]]
             assert all(len(p.tags) == 2 for p in preds)
         assert [len(b) for b in fake.batches] == [1, 20]
@@ -106,7 +106,7 @@ def test_batches_respect_max_batch_size() -> None:
 def test_a_lone_request_does_not_wait_for_company() -> None:
     async def main() -> None:
         svc = service(loaded("v1"), max_wait_ms=5000)
-        model, preds = await asyncio.wait_for(svc.predict(["solo"], 1), timeout=2)
+        _, preds = await asyncio.wait_for(svc.predict(["solo"], 1), timeout=2)
         assert preds[0].predicted == ["v1:solo"]
         await svc.close()
 

@@ -1,0 +1,349 @@
+"""``make bench``: the served model against its own in-process limit, on this machine.
+
+1. the raw predictor in-process: batch-1 latency and batch-32 throughput on real titles;
+2. the real API (``python -m api`` under uvicorn) on 127.0.0.1 with the same artefact, with
+   micro-batching on and off, driven by ``wrk`` (another process) at several concurrencies,
+   one title per request;
+3. memory (resident with one model, peak during a hot swap) and start-up time to ``/ready``.
+Prints a table, writes the same as JSON under data/bench/, and checks the targets
+(exit code 1 if one is missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).resolve().parent / "wrk_post.lua"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def raw_model(folder: Path, titles: list[str], threads: int) -> dict[str, float]:
+    """In-process limits of the predictor: batch-1 latency, batch-32 throughput."""
+    import torch
+
+    from shared.predictor import Predictor
+
+    if threads:
+        torch.set_num_threads(threads)
+    predictor = Predictor.from_folder(folder)
+    for title in titles[:20]:
+        predictor.predict([title])
+    singles = []
+    for title in titles[:300]:
+        start = time.perf_counter()
+        predictor.predict([title])
+        singles.append((time.perf_counter() - start) * 1000)
+    batches = [titles[i : i + 32] for i in range(0, min(len(titles), 32 * 40), 32)]
+    predictor.predict(batches[0])
+    start = time.perf_counter()
+    for batch in batches:
+        predictor.predict(batch)
+    elapsed = time.perf_counter() - start
+    return {
+        "batch1_p50_ms": round(statistics.median(singles), 2),
+        "batch1_p95_ms": round(statistics.quantiles(singles, n=20)[18], 2),
+        "batch32_titles_per_s": round(sum(len(b) for b in batches) / elapsed, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+class Server:
+    """``python -m api`` on a free loopback port, with its start-up time and memory."""
+
+    def __init__(self, artefacts: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api"],
+            cwd=REPO,
+            env={
+                **os.environ,
+                "API_ARTEFACTS_DIR": str(artefacts),
+                "API_PORT": str(self.port),
+                "API_LOG_LEVEL": "warning",
+                "API_POLL_INTERVAL_S": "0.2",
+                **env,
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while http_status(f"{self.url}/ready") != 200:
+            if self.proc.poll() is not None or time.monotonic() - started > 120:
+                raise RuntimeError("the API did not become ready")
+            time.sleep(0.02)
+        self.ready_s = round(time.monotonic() - started, 2)
+
+    def rss(self) -> float:
+        return rss_mib(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def drive(url: str, bodies: Path, concurrency: int, duration: int) -> dict[str, Any]:
+    """One wrk run; throughput, latency percentiles in ms, error count."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+            "--",
+            str(bodies),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK_JSON "))
+    raw = json.loads(line.removeprefix("WRK_JSON "))
+    return {
+        "concurrency": concurrency,
+        "throughput": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p95_ms": round(raw["p95_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "errors": raw["errors"] + raw["non_2xx"],
+        "requests": raw["requests"],
+    }
+
+
+def swap_peak(server: Server, store_root: Path, version: str) -> dict[str, float]:
+    """Publish a copy of the served version, move LATEST, sample RSS until it is served."""
+    from shared.artefacts import MANIFEST_FILE, ArtefactStore
+
+    store = ArtefactStore(store_root)
+    with store.staging() as (new_version, folder):
+        for path in (store_root / version).iterdir():
+            if path.name != MANIFEST_FILE:
+                shutil.copy(path, folder / path.name)
+    before = server.rss()
+    peak = before
+    store.set_latest(new_version)
+    started = time.monotonic()
+    served_at = None
+    while time.monotonic() - started < 30:
+        peak = max(peak, server.rss())
+        if served_at is None:
+            with urllib.request.urlopen(f"{server.url}/model", timeout=5) as response:
+                if json.load(response)["version"] == new_version:
+                    served_at = time.monotonic() - started
+        elif time.monotonic() - started > served_at + 2:
+            break
+        time.sleep(0.01)
+    return {
+        "rss_before_mib": round(before, 1),
+        "rss_peak_mib": round(peak, 1),
+        "rss_after_mib": round(server.rss(), 1),
+        "swap_seen_after_s": round(served_at or -1, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="titles to send (any format)")
+    parser.add_argument("--artefacts-dir", type=Path, default=REPO / "data" / "artefacts")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load level")
+    parser.add_argument("--levels", default="1,8,32,64")
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "bench")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--modes", default="batching,no-batching", help="API modes to drive (comma-separated)"
+    )
+    args = parser.parse_args(argv)
+
+    from shared.artefacts import ArtefactStore
+    from shared.data import read_dataset
+
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    source = ArtefactStore(args.artefacts_dir)
+    version = source.latest()
+    if version is None:
+        print(
+            f"error: no model in {args.artefacts_dir}: run make train-quick first", file=sys.stderr
+        )
+        return 2
+    titles = read_dataset(args.data).titles
+    levels = [int(x) for x in args.levels.split(",")]
+
+    print(f"raw model in-process ({version}) ...", flush=True)
+    raw = raw_model(source.root / version, titles, args.threads)
+    print(json.dumps(raw), flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
+    try:
+        bodies = workdir / "bodies.jsonl"
+        bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in titles))
+        store_root = workdir / "artefacts"
+        store_root.mkdir()
+        shutil.copytree(source.root / version, store_root / version)
+        (store_root / "LATEST").write_text(version + "\n")
+
+        modes = {"batching": {"API_BATCHING": "true"}, "no-batching": {"API_BATCHING": "false"}}
+        results: dict[str, Any] = {"modes": {}}
+        for mode in args.modes.split(","):
+            env = modes[mode]
+            if args.threads:
+                env = {**env, "API_TORCH_THREADS": str(args.threads)}
+            print(f"API, {mode} ...", flush=True)
+            server = Server(store_root, env)
+            try:
+                idle_rss = server.rss()
+                drive(server.url, bodies, 8, 3)  # warm-up
+                rows = []
+                for concurrency in levels:
+                    row = drive(server.url, bodies, concurrency, args.duration)
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                entry: dict[str, Any] = {
+                    "ready_s": server.ready_s,
+                    "rss_idle_mib": round(idle_rss, 1),
+                    "levels": rows,
+                }
+                if mode == "batching":
+                    entry["rss_loaded_mib"] = round(server.rss(), 1)
+                    entry["swap"] = swap_peak(server, store_root, version)
+                results["modes"][mode] = entry
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    results.update(
+        raw=raw,
+        version=version,
+        data=str(args.data),
+        duration_s=args.duration,
+        machine={
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    checks = check(results)
+    results["checks"] = checks
+    print_table(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {args.out}/bench-{stamp}.json")
+    return 0 if all(c["ok"] for c in checks) else 1
+
+
+def check(results: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = results["raw"]
+    on = {r["concurrency"]: r for r in results["modes"]["batching"]["levels"]}
+    checks = []
+    if 32 in on:
+        ratio = on[32]["throughput"] / raw["batch32_titles_per_s"]
+        checks.append(
+            {
+                "check": "c=32 throughput >= 0.85 x raw batch-32",
+                "value": round(ratio, 3),
+                "ok": ratio >= 0.85,
+            }
+        )
+    if 1 in on:
+        gap = on[1]["p50_ms"] - raw["batch1_p50_ms"]
+        checks.append(
+            {"check": "c=1 p50 <= raw batch-1 p50 + 3 ms", "value": round(gap, 2), "ok": gap <= 3.0}
+        )
+    errors = sum(r["errors"] for r in on.values())
+    checks.append({"check": "zero errors with micro-batching", "value": errors, "ok": errors == 0})
+    swap = results["modes"]["batching"].get("swap")
+    if swap:
+        one_model = results["modes"]["batching"]["rss_loaded_mib"]
+        ratio = swap["rss_peak_mib"] / one_model
+        checks.append(
+            {
+                "check": "hot-swap peak RSS < 2.2 x one-model RSS",
+                "value": round(ratio, 2),
+                "ok": ratio < 2.2,
+            }
+        )
+    ready = results["modes"]["batching"]["ready_s"]
+    checks.append({"check": "start to /ready < 5 s", "value": ready, "ok": ready < 5})
+    return checks
+
+
+def print_table(results: dict[str, Any]) -> None:
+    raw = results["raw"]
+    print(
+        f"\nraw model, in-process ({raw['torch_threads']} torch threads): batch-1 p50 "
+        f"{raw['batch1_p50_ms']} ms (p95 {raw['batch1_p95_ms']} ms); batch-32 "
+        f"{raw['batch32_titles_per_s']} titles/s"
+    )
+    header = (
+        f"{'mode':<12} {'conc':>5} {'req/s':>8} {'x raw32':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for mode, entry in results["modes"].items():
+        for row in entry["levels"]:
+            ratio = row["throughput"] / raw["batch32_titles_per_s"]
+            print(
+                f"{mode:<12} {row['concurrency']:>5} {row['throughput']:>8.1f} {ratio:>8.2f} "
+                f"{row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+                f"{row['errors']:>7}"
+            )
+    on = results["modes"]["batching"]
+    print(
+        f"\nstart to /ready {on['ready_s']} s; RSS idle {on['rss_idle_mib']} MiB, after load "
+        f"{on['rss_loaded_mib']} MiB; hot swap: {on['swap']}"
+    )
+    for c in results["checks"]:
+        print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
