@@ -3,8 +3,9 @@
 Requests put their texts on a bounded queue. One worker takes everything that is waiting
 (up to ``max_batch_size`` texts) and runs it as one forward pass on a dedicated thread, never
 on the event loop, then hands each caller its own rows. A lone request on an idle server runs
-at once; the worker waits up to ``max_wait_ms`` for more texts only when others arrived with
-it (the server is under load), so batching costs an idle server nothing.
+at once; the worker waits up to ``max_wait_ms`` for more texts only under load (others arrived
+with it, or the previous batch had several requests and ended moments ago), so batching costs
+an idle server nothing while a loaded one does not fall into alternating tiny and full batches.
 
 A batch runs entirely on the model that is served when the batch starts, so every answer
 names the version that computed it, also across a hot swap. A request whose client went away
@@ -27,6 +28,9 @@ from dataclasses import dataclass, field
 from api.model_manager import LoadedModel, ModelManager
 from shared.predictor import Prediction
 
+# How long after a multi-request batch the server still counts as "under load".
+LOAD_MEMORY_S = 0.05
+
 
 class ModelNotReady(RuntimeError):
     """No model is loaded yet."""
@@ -36,11 +40,14 @@ class QueueFull(RuntimeError):
     """Too many texts are waiting; the caller should retry later."""
 
 
+Result = tuple[LoadedModel, list[Prediction]]
+
+
 @dataclass
 class _Job:
     texts: list[str]
     top_k: int
-    future: asyncio.Future[tuple[LoadedModel, list[Prediction]]]
+    future: asyncio.Future[Result]
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -60,7 +67,7 @@ class InferenceService:
         manager: ModelManager,
         batching: bool = True,
         max_batch_size: int = 32,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 10.0,
         queue_depth: int = 1024,
         torch_executor: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -77,6 +84,8 @@ class InferenceService:
         self._waiting_texts = 0
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._last_batch_jobs = 0
+        self._last_batch_end = 0.0
 
     def start(self) -> None:
         if self.batching and self._worker is None:
@@ -94,20 +103,14 @@ class InferenceService:
         if self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def predict(
-        self, texts: Sequence[str], top_k: int
-    ) -> tuple[LoadedModel, list[Prediction]]:
-        """Predictions for ``texts`` and the model that made them (raises ModelNotReady,
-        QueueFull). Cancelling the awaiting task withdraws the texts from the queue."""
+    def submit(self, texts: Sequence[str], top_k: int) -> asyncio.Future[Result]:
+        """Queue ``texts``; the future resolves to the predictions and the model that made
+        them. Raises ModelNotReady or QueueFull at once. Cancelling the future withdraws the
+        texts (if their batch has not started)."""
         if self.manager.current is None:
             raise ModelNotReady()
         if not self.batching:
-            model = self.manager.current
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(
-                self._executor, model.predictor.predict, list(texts), top_k
-            )
-            return model, result
+            return asyncio.ensure_future(self._predict_alone(list(texts), top_k))
         if self._waiting_texts + len(texts) > self.queue_depth:
             self.stats.rejected_queue_full += 1
             raise QueueFull()
@@ -115,7 +118,20 @@ class InferenceService:
         self._jobs.append(job)
         self._waiting_texts += len(job.texts)
         self._wakeup.set()
-        return await job.future
+        return job.future
+
+    async def predict(self, texts: Sequence[str], top_k: int) -> Result:
+        """``await submit(...)``: predictions for ``texts`` and the model that made them."""
+        return await self.submit(texts, top_k)
+
+    async def _predict_alone(self, texts: list[str], top_k: int) -> Result:
+        """Batching off: this request's own forward pass on the torch thread."""
+        model = self.manager.current
+        if model is None:
+            raise ModelNotReady()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, model.predictor.predict, texts, top_k)
+        return model, result
 
     def _take(self, room: int, first: bool) -> list[_Job]:
         """Pop waiting jobs in arrival order while their texts fit in ``room``, dropping
@@ -142,10 +158,15 @@ class InferenceService:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = self._take(self.max_batch_size, first=True)
-            if len(batch) > 1 and self.max_wait_s > 0:
+            if batch and self.max_wait_s > 0 and self._under_load(batch):
                 await self._top_up(batch)
             if batch:
                 await self._compute(batch)
+                self._last_batch_jobs, self._last_batch_end = len(batch), time.monotonic()
+
+    def _under_load(self, batch: list[_Job]) -> bool:
+        recent = time.monotonic() - self._last_batch_end < LOAD_MEMORY_S
+        return len(batch) > 1 or (self._last_batch_jobs > 1 and recent)
 
     async def _top_up(self, batch: list[_Job]) -> None:
         """Others arrived together with this batch: let more join for up to max_wait_ms."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from dataclasses import asdict
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import JSONResponse
 
 from api.errors import ApiError, ClientGone
 from api.inference import InferenceService, ModelNotReady, QueueFull
@@ -16,12 +17,10 @@ from api.schemas import (
     FailedVersion,
     HealthResponse,
     ModelInfo,
-    PredictionOut,
     PredictRequest,
     PredictResponse,
     ReadyResponse,
     StatusResponse,
-    TagScoreOut,
 )
 from api.settings import ApiSettings
 
@@ -39,15 +38,16 @@ ERRORS = {
 }
 
 
-def get_settings(request: Request) -> ApiSettings:
+# Dependencies are async so FastAPI runs them inline, not on a worker thread per request.
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_manager(request: Request) -> ModelManager:
+async def get_manager(request: Request) -> ModelManager:
     return request.app.state.manager  # type: ignore[no-any-return]
 
 
-def get_inference(request: Request) -> InferenceService:
+async def get_inference(request: Request) -> InferenceService:
     return request.app.state.inference  # type: ignore[no-any-return]
 
 
@@ -67,19 +67,18 @@ async def _wait_for_disconnect(request: Request) -> None:
         pass
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def unless_disconnected(request: Request, work: asyncio.Future[T]) -> T:
     """Await ``work``, cancelling it (so queued texts are never computed) if the client
     disconnects first."""
-    task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
+    if not work.done():
+        work.cancel()
         raise ClientGone()
-    return task.result()
+    return work.result()
 
 
 async def _predict(
@@ -89,7 +88,7 @@ async def _predict(
     settings: ApiSettings,
     inference: InferenceService,
     manager: ModelManager,
-) -> PredictResponse:
+) -> JSONResponse:
     if len(texts) > settings.max_texts:
         raise ApiError(
             422,
@@ -107,7 +106,7 @@ async def _predict(
     if top_k > settings.max_top_k:
         raise ApiError(422, "invalid_top_k", f"top_k is {top_k}; at most {settings.max_top_k}")
     try:
-        model, predictions = await unless_disconnected(request, inference.predict(texts, top_k))
+        model, predictions = await unless_disconnected(request, inference.submit(texts, top_k))
     except ModelNotReady:
         raise not_ready(manager) from None
     except QueueFull:
@@ -117,15 +116,19 @@ async def _predict(
             "too many texts are waiting for the model; retry shortly",
             headers={"Retry-After": "1"},
         ) from None
-    return PredictResponse(
-        model_version=model.version,
-        predictions=[
-            PredictionOut(
-                tags=[TagScoreOut(tag=t.tag, score=t.score) for t in p.tags],
-                predicted=p.predicted,
-            )
-            for p in predictions
-        ],
+    # Built as plain JSON (the shape of PredictResponse, which documents it): validating our
+    # own output again per request costs CPU the model needs.
+    return JSONResponse(
+        {
+            "model_version": model.version,
+            "predictions": [
+                {
+                    "tags": [{"tag": t.tag, "score": t.score} for t in p.tags],
+                    "predicted": p.predicted,
+                }
+                for p in predictions
+            ],
+        }
     )
 
 
@@ -136,7 +139,7 @@ async def predict(
     settings: Annotated[ApiSettings, Depends(get_settings)],
     inference: Annotated[InferenceService, Depends(get_inference)],
     manager: Annotated[ModelManager, Depends(get_manager)],
-) -> PredictResponse:
+) -> JSONResponse:
     """Tags for one text or a list of texts, in order, from the served model version."""
     return await _predict(request, body.all_texts(), body.top_k, settings, inference, manager)
 
@@ -148,7 +151,7 @@ async def tag_predict_form(
     settings: Annotated[ApiSettings, Depends(get_settings)],
     inference: Annotated[InferenceService, Depends(get_inference)],
     manager: Annotated[ModelManager, Depends(get_manager)],
-) -> PredictResponse:
+) -> JSONResponse:
     """The original capstone's route: form field ``text``; answers like ``POST /predict``."""
     if not text.strip():
         raise ApiError(422, "invalid_request", "text: text is empty or only whitespace")
@@ -180,12 +183,23 @@ async def ready(manager: Annotated[ModelManager, Depends(get_manager)]) -> Ready
 
 
 @router.get("/model", response_model=ModelInfo, tags=["ops"])
-async def model_info(manager: Annotated[ModelManager, Depends(get_manager)]) -> ModelInfo:
+async def model_info(
+    manager: Annotated[ModelManager, Depends(get_manager)],
+    inference: Annotated[InferenceService, Depends(get_inference)],
+) -> ModelInfo:
     """The served version, when it was created and loaded, labels, training and metrics."""
     failed = [FailedVersion(version=v, error=e) for v, e in manager.failed.items()]
+    stats = inference.stats
+    batching = {
+        "enabled": inference.batching,
+        **asdict(stats),
+        "mean_batch_size": round(stats.texts / stats.batches, 2) if stats.batches else None,
+    }
     current = manager.current
     if current is None:
-        return ModelInfo(version=None, latest=manager.latest_seen, failed_versions=failed)
+        return ModelInfo(
+            version=None, latest=manager.latest_seen, failed_versions=failed, batching=batching
+        )
     valid = current.metrics.get("valid", {})
     return ModelInfo(
         version=current.version,
@@ -198,4 +212,5 @@ async def model_info(manager: Annotated[ModelManager, Depends(get_manager)]) -> 
         metrics={k: v for k, v in valid.items() if k != "per_tag"},
         latest=manager.latest_seen,
         failed_versions=failed,
+        batching=batching,
     )

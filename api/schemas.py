@@ -123,4 +123,7 @@ class ModelInfo(BaseModel):
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = Field({}, description="validation metrics of the served version")
     latest: str | None = Field(None, description="the version LATEST names now")
+    batching: dict[str, Any] = Field(
+        {}, description="micro-batching counters since start: batches, texts, mean batch size"
+    )
     failed_versions: list[FailedVersion] = []

@@ -23,7 +23,7 @@ class ApiSettings(BaseSettings):
     batching: bool = Field(True, description="micro-batch concurrent requests into one pass")
     max_batch_size: int = Field(32, ge=1, le=1024, description="most texts in one forward pass")
     max_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="how long a batch under load waits for more texts"
+        10.0, ge=0, le=1000, description="how long a batch under load waits for more texts"
     )
     queue_depth: int = Field(
         1024, ge=1, description="most texts waiting; beyond it requests get 503 + Retry-After"

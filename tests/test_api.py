@@ -127,7 +127,7 @@ def test_unexpected_failure_is_a_json_500(client: TestClient) -> None:
     def boom(*_: object) -> None:
         raise RuntimeError("secret internals")
 
-    client.app.state.inference.predict = boom  # type: ignore[attr-defined]
+    client.app.state.inference.submit = boom  # type: ignore[attr-defined]
     body = assert_error(client.post("/predict", json={"text": "x"}), 500, "internal_error")
     assert "secret" not in body["message"]
 

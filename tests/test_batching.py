@@ -231,10 +231,10 @@ def test_queue_full_is_a_json_503_with_retry_after(published: ArtefactStore) -> 
     settings = ApiSettings(artefacts_dir=Path(published.root))
     with TestClient(create_app(settings)) as client:
 
-        async def full(*_: object) -> None:
+        def full(*_: object) -> None:
             raise QueueFull()
 
-        client.app.state.inference.predict = full  # type: ignore[attr-defined]
+        client.app.state.inference.submit = full  # type: ignore[attr-defined]
         response = client.post("/predict", json={"text": "x"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
@@ -258,9 +258,11 @@ def test_route_withdraws_work_when_the_client_disconnects() -> None:
             await asyncio.sleep(10)
             return "never"
 
-        work = slow()
+        work = asyncio.ensure_future(slow())
         with pytest.raises(ClientGone):
             await unless_disconnected(GoneRequest(), work)  # type: ignore[arg-type]
         assert started.is_set()
+        await asyncio.sleep(0)
+        assert work.cancelled()
 
     asyncio.run(main())
