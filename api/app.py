@@ -47,6 +47,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             ArtefactStore(settings.artefacts_dir),
             verify_checksums=settings.verify_checksums,
             torch_executor=torch_executor,
+            precision=settings.precision,
         )
         inference = InferenceService(
             manager,

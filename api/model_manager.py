@@ -49,6 +49,7 @@ class ModelManager:
     store: ArtefactStore
     verify_checksums: bool = True
     torch_executor: Executor | None = None
+    precision: str = "fp32"
     current: LoadedModel | None = None
     failed: dict[str, str] = field(default_factory=dict)
     latest_seen: str | None = None
@@ -57,7 +58,7 @@ class ModelManager:
     def load_version(self, version: str) -> LoadedModel:
         """Build and warm up a verified version (blocking: run it on the torch thread)."""
         folder = self.store.version_path(version)
-        predictor = Predictor.from_folder(folder, verify_checksums=False)
+        predictor = Predictor.from_folder(folder, verify_checksums=False, precision=self.precision)
         predictor.predict([WARMUP_TEXT], top_k=1)
         manifest = json.loads((folder / "manifest.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())

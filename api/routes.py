@@ -207,6 +207,7 @@ async def model_info(
         loaded_at=current.loaded_at,
         base_model=current.manifest.get("base_model"),
         threshold=current.predictor.threshold,
+        precision=manager.precision,
         labels=current.predictor.labels,
         training=current.training,
         metrics={k: v for k, v in valid.items() if k != "per_tag"},

@@ -119,6 +119,7 @@ class ModelInfo(BaseModel):
     loaded_at: str | None = None
     base_model: str | None = None
     threshold: float | None = None
+    precision: str | None = Field(None, description="fp32 or int8 (API_PRECISION)")
     labels: list[str] = []
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = Field({}, description="validation metrics of the served version")

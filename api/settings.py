@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,9 @@ class ApiSettings(BaseSettings):
     )
     queue_depth: int = Field(
         1024, ge=1, description="most texts waiting; beyond it requests get 503 + Retry-After"
+    )
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="fp32, or int8 (dynamic quantization of the linear layers)"
     )
     torch_threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: default)")
     log_level: str = Field("info", description="uvicorn and app log level")

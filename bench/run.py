@@ -55,7 +55,9 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def raw_model(folder: Path, titles: list[str], threads: int) -> dict[str, float]:
+def raw_model(
+    folder: Path, titles: list[str], threads: int, precision: str = "fp32"
+) -> dict[str, float]:
     """In-process limits of the predictor: batch-1 latency, batch-32 throughput."""
     import torch
 
@@ -63,7 +65,7 @@ def raw_model(folder: Path, titles: list[str], threads: int) -> dict[str, float]
 
     if threads:
         torch.set_num_threads(threads)
-    predictor = Predictor.from_folder(folder)
+    predictor = Predictor.from_folder(folder, precision=precision)
     for title in titles[:20]:
         predictor.predict([title])
     singles = []
@@ -88,16 +90,18 @@ def raw_model(folder: Path, titles: list[str], threads: int) -> dict[str, float]
     }
 
 
-def raw_in_subprocess(folder: Path, data: Path, threads: int) -> dict[str, float]:
+def raw_in_subprocess(
+    folder: Path, data: Path, threads: int, precision: str = "fp32"
+) -> dict[str, float]:
     """Run :func:`raw_model` in a fresh process, so the parent holds no model or threads."""
     code = (
         "import json, sys; from pathlib import Path; from bench.run import raw_model; "
         "from shared.data import read_dataset; "
         "print(json.dumps(raw_model(Path(sys.argv[1]), read_dataset(sys.argv[2]).titles, "
-        "int(sys.argv[3]))))"
+        "int(sys.argv[3]), sys.argv[4])))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(folder), str(data), str(threads)],
+        [sys.executable, "-c", code, str(folder), str(data), str(threads), precision],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -214,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "data" / "bench")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
-        "--modes", default="batching,no-batching", help="API modes to drive (comma-separated)"
+        "--modes",
+        default="batching,no-batching,int8",
+        help="API modes to drive (comma-separated): batching, no-batching, int8 (with batching)",
     )
     args = parser.parse_args(argv)
 
@@ -237,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raw model in-process ({version}) ...", flush=True)
     raw_before = raw_in_subprocess(source.root / version, args.data, args.threads)
     print(json.dumps(raw_before), flush=True)
+    raw_int8 = None
+    if "int8" in args.modes.split(","):
+        raw_int8 = raw_in_subprocess(source.root / version, args.data, args.threads, "int8")
+        print("raw int8:", json.dumps(raw_int8), flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
     try:
@@ -247,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(source.root / version, store_root / version)
         (store_root / "LATEST").write_text(version + "\n")
 
-        modes = {"batching": {"API_BATCHING": "true"}, "no-batching": {"API_BATCHING": "false"}}
+        modes = {
+            "batching": {"API_BATCHING": "true"},
+            "no-batching": {"API_BATCHING": "false"},
+            "int8": {"API_BATCHING": "true", "API_PRECISION": "int8"},
+        }
         results: dict[str, Any] = {"modes": {}}
         for mode in args.modes.split(","):
             env = modes[mode]
@@ -285,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     raw["torch_threads"] = raw_before["torch_threads"]
     results.update(
+        raw_int8=raw_int8,
         raw=raw,
         raw_runs=[raw_before, raw_after],
         version=version,
@@ -358,13 +373,20 @@ def print_table(results: dict[str, Any]) -> None:
     print(header)
     print("-" * len(header))
     for mode, entry in results["modes"].items():
+        base = results["raw_int8"] if mode == "int8" and results.get("raw_int8") else raw
         for row in entry["levels"]:
-            ratio = row["throughput"] / raw["batch32_titles_per_s"]
+            ratio = row["throughput"] / base["batch32_titles_per_s"]
             print(
                 f"{mode:<12} {row['concurrency']:>5} {row['throughput']:>8.1f} {ratio:>8.2f} "
                 f"{row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} "
                 f"{row['errors']:>7}"
             )
+    if results.get("raw_int8"):
+        r8 = results["raw_int8"]
+        print(
+            f"raw int8 model (the int8 rows' x raw32): batch-1 p50 {r8['batch1_p50_ms']} ms; "
+            f"batch-32 {r8['batch32_titles_per_s']} titles/s"
+        )
     on = results["modes"]["batching"]
     print(
         f"\nstart to /ready {on['ready_s']} s; RSS idle {on['rss_idle_mib']} MiB, after load "

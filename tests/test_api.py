@@ -195,3 +195,10 @@ def test_restart_falls_back_to_newest_valid_version(store_copy: ArtefactStore) -
         info = c.get("/model").json()
         assert info["version"] == good
         assert [f["version"] for f in info["failed_versions"]] == [bad]
+
+
+def test_int8_serving(published: ArtefactStore) -> None:
+    with make_client(published.root, precision="int8") as c:
+        assert c.get("/model").json()["precision"] == "int8"
+        body = c.post("/predict", json={"text": "spring maven error"}).json()
+        assert body["predictions"][0]["predicted"][0] == "java"

@@ -136,3 +136,36 @@ def test_predict_cli_text_and_stdin(published: ArtefactStore) -> None:
     assert "empty text" in piped.stderr
     missing = run_cli("-m", "api.predict", "--artefacts-dir", "/nonexistent/dir", "x")
     assert missing.returncode == 2 and "no model published" in missing.stderr
+
+
+def test_int8_predictor_quantizes_linear_layers_and_agrees_with_fp32(
+    published: ArtefactStore,
+) -> None:
+    folder = folder_of(published)
+    fp32 = Predictor.from_folder(folder)
+    int8 = Predictor.from_folder(folder, precision="int8")
+    modules = list(int8.model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in modules)  # every Linear is quantized
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in modules)
+    texts = ["How to use pandas with numpy?", "spring maven error", "mysql join slow", "node dom"]
+    a, b = fp32.scores(texts), int8.scores(texts)
+    assert b.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
+    assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
+    assert np.abs(a - b).max() < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        Predictor.from_folder(folder, precision="fp16")
+
+
+def test_evaluate_cli_int8(published: ArtefactStore, fixture_data: dict[str, Path]) -> None:
+    result = run_cli(
+        "-m",
+        "trainer.evaluate",
+        "--artefact",
+        str(folder_of(published)),
+        "--dataset",
+        str(fixture_data["valid"]),
+        "--precision",
+        "int8",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["n"] == 60

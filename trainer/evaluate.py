@@ -24,6 +24,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--first-tag-only", action="store_true", help="keep only each question's first tag"
     )
     parser.add_argument("--per-tag", action="store_true", help="include per-tag figures")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: dynamic quantization of the linear layers, as API_PRECISION=int8 serves",
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -36,7 +42,7 @@ def main() -> int:
     from trainer.metrics import tagging_metrics
 
     dataset = read_dataset(args.dataset, first_tag_only=args.first_tag_only)
-    predictor = Predictor.from_folder(args.artefact)
+    predictor = Predictor.from_folder(args.artefact, precision=args.precision)
     scores = predictor.scores(dataset.titles)
     metrics = tagging_metrics(
         scores, predictor.threshold, dataset.tags, predictor.labels, per_tag=args.per_tag
