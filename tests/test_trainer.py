@@ -173,3 +173,67 @@ def test_versions_cli_lists_and_rolls_back(
     assert ArtefactStore(tmp_path).latest() == first.version
     bad = run_cli("-m", "trainer.versions", "--artefacts-dir", str(tmp_path), "use", "nope")
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_promotion_gate_keeps_latest_on_a_worse_model(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    good = train(
+        tiny_config(tiny_model_dir), fixture_data["train"], fixture_data["valid"], tmp_path
+    )
+    assert good.promoted  # the first model is always promoted
+    store = ArtefactStore(tmp_path)
+    # A model that barely trained scores worse on the same validation rows.
+    bad_config = tiny_config(tiny_model_dir, epochs=1, lr_encoder=1e-9, lr_head=1e-9)
+    bad = train(bad_config, fixture_data["train"], fixture_data["valid"], tmp_path)
+    assert not bad.promoted
+    assert store.latest() == good.version
+    assert bad.path.is_dir()  # published as a folder all the same
+    promotion = json.loads((bad.path / "metrics.json").read_text())["promotion"]
+    assert promotion["previous"] == good.version and not promotion["promoted"]
+    assert promotion["previous_metrics"]["micro_f1"] > promotion["new_micro_f1"]
+
+    # A tolerance wide enough lets it through; so does force.
+    tolerant = tiny_config(
+        tiny_model_dir, epochs=1, lr_encoder=1e-9, lr_head=1e-9, promotion_tolerance=1.0
+    )
+    assert train(tolerant, fixture_data["train"], fixture_data["valid"], tmp_path).promoted
+    store.set_latest(good.version)
+    forced = tiny_config(
+        tiny_model_dir, epochs=1, lr_encoder=1e-9, lr_head=1e-9, force_promote=True
+    )
+    result = train(forced, fixture_data["train"], fixture_data["valid"], tmp_path)
+    assert result.promoted and store.latest() == result.version
+
+
+def test_cli_exit_code_tells_whether_latest_moved(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    good = train(
+        tiny_config(tiny_model_dir), fixture_data["train"], fixture_data["valid"], tmp_path
+    )
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"base_model": str(tiny_model_dir), "epochs": 1, "lr_encoder": 1e-9, "lr_head": 1e-9}
+        )
+    )
+    args = (
+        "-m",
+        "trainer",
+        "--config",
+        str(config),
+        "--dataset",
+        str(fixture_data["train"]),
+        "--valid",
+        str(fixture_data["valid"]),
+        "--artefacts-dir",
+        str(tmp_path),
+    )
+    refused = run_cli(*args)
+    assert refused.returncode == 3, refused.stderr
+    assert "not promoted" in refused.stdout and "NOT promoted" in refused.stderr
+    assert ArtefactStore(tmp_path).latest() == good.version
+    forced = run_cli(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert ArtefactStore(tmp_path).latest() != good.version

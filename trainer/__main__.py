@@ -11,6 +11,7 @@ from trainer.config import describe_keys, load_config
 
 DEFAULT_CONFIG = "conf/train.yaml"
 DEFAULT_ARTEFACTS = "data/artefacts"
+EXIT_NOT_PROMOTED = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "a|b or <a><b>) or the long CSV post_id,tag_name,tag_id,tag_position,title.\n\n"
             "Config keys (YAML; each also settable as an environment variable that wins over "
             "the file):\n" + describe_keys() + "\n\n"
-            "Exit codes: 0 published; 2 bad config or data (one line on stderr); 1 other failure."
+            "Exit codes: 0 published and promoted (LATEST names it); 3 published but not "
+            "promoted (it scored below LATEST on the same validation rows); 2 bad config or "
+            "data (one line on stderr); 1 other failure."
         ),
     )
     parser.add_argument(
@@ -55,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path(os.environ.get("TRAINER_ARTEFACTS_DIR", DEFAULT_ARTEFACTS)),
         help=f"where versions go (default $TRAINER_ARTEFACTS_DIR or {DEFAULT_ARTEFACTS})",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="move LATEST to the new version even if it scores below the current one",
+    )
     parser.add_argument("--log-level", default=os.environ.get("TRAINER_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -63,10 +71,15 @@ def main() -> int:
     args = parse_args()
     setup_logging(args.log_level)
     config = load_config(args.config)
+    if args.force:
+        config = config.model_copy(update={"force_promote": True})
     from trainer.train import train  # heavy imports only after the arguments are good
 
     result = train(config, args.dataset, args.valid, args.artefacts_dir, config_path=args.config)
     print(f"published {result.version} -> {result.path}")
+    if not result.promoted:
+        print(f"not promoted: LATEST unchanged ({result.version} scored below it)")
+        return EXIT_NOT_PROMOTED
     return 0
 
 

@@ -61,6 +61,16 @@ class TrainConfig(BaseSettings):
         1, ge=0, description="epochs without a better validation micro-F1 before stopping"
     )
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: all cores)")
+    promotion_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="LATEST moves to the new version unless its validation micro-F1 is more "
+        "than this below the current LATEST's on the same rows",
+    )
+    force_promote: bool = Field(
+        False, description="move LATEST to the new version whatever it scores (as --force)"
+    )
     keep_versions: int = Field(
         10, ge=1, description="published versions kept in the artefacts directory"
     )

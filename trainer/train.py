@@ -274,6 +274,8 @@ def train(
         "samples_per_second": round(seen / train_seconds, 1) if train_seconds else None,
     }
     store = ArtefactStore(artefacts_dir)
+    promotion = decide_promotion(store, config, scores_for=valid_set, new_metrics=final)
+    metrics_doc["promotion"] = promotion
     with store.staging() as (version, folder):
         model.save(folder)
         tokenizer.save_pretrained(str(folder))
@@ -301,7 +303,18 @@ def train(
                 "threshold": threshold,
             },
         )
-    store.set_latest(version)
+    if promotion["promoted"]:
+        store.set_latest(version)
+        log.info("promoted %s: %s", version, promotion["reason"])
+    else:
+        log.warning(
+            "NOT promoted: %s. LATEST stays at %s; to serve %s anyway: "
+            "python -m trainer.versions use %s (or train with --force)",
+            promotion["reason"],
+            promotion["previous"],
+            version,
+            version,
+        )
     pruned = store.prune(config.keep_versions)
     if pruned:
         log.info("pruned %d old version(s)", len(pruned))
@@ -311,7 +324,36 @@ def train(
         final["micro_f1"],
         time.monotonic() - started,
     )
-    return TrainResult(version, artefacts_dir / version, final, promoted=True)
+    return TrainResult(version, artefacts_dir / version, final, promoted=promotion["promoted"])
+
+
+def decide_promotion(
+    store: ArtefactStore, config: TrainConfig, scores_for: Dataset, new_metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """Should LATEST move to the new model? Only if it is not worse than the model LATEST
+    names now, both scored on this run's validation rows (tags a model does not know count
+    as its misses). The first model, and ``force_promote``, always move it."""
+    previous = store.latest()
+    result: dict[str, Any] = {"previous": previous, "metric": "micro_f1"}
+    if previous is None:
+        return {**result, "promoted": True, "reason": "first model in this directory"}
+    if config.force_promote:
+        return {**result, "promoted": True, "reason": "forced"}
+    try:
+        incumbent = Predictor.from_folder(store.version_path(previous))
+    except Exception as exc:
+        return {**result, "promoted": True, "reason": f"LATEST {previous} cannot be loaded ({exc})"}
+    old = tagging_metrics(
+        incumbent.scores(scores_for.titles), incumbent.threshold, scores_for.tags, incumbent.labels
+    )
+    new, floor = new_metrics["micro_f1"], old["micro_f1"] - config.promotion_tolerance
+    result.update(previous_metrics={k: old[k] for k in KEY_METRICS}, new_micro_f1=new)
+    verdict = ">=" if new >= floor else "<"
+    reason = (
+        f"micro-F1 {new:.4f} {verdict} {old['micro_f1']:.4f} of {previous} on the same "
+        f"{old['n']} validation rows (tolerance {config.promotion_tolerance})"
+    )
+    return {**result, "promoted": new >= floor, "reason": reason}
 
 
 def _write_json(path: Path, data: Any) -> None:
