@@ -21,7 +21,7 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast lint e2e bench clean
+	rollback quickstart test test-fast lint e2e bench baseline clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,6 +60,10 @@ request-test: setup ## POST TEXT to the running API's /predict and print the JSO
 evaluate: setup ## metrics JSON of ARTEFACT (default: LATEST) on EVAL_DATASET
 	$(PY) -m trainer.evaluate --dataset $(EVAL_DATASET) \
 		--artefact $(or $(ARTEFACT),$(ARTEFACTS)/$$(cat $(ARTEFACTS)/LATEST))
+
+baseline: setup ## TF-IDF + one-vs-rest LR on the trainer's split of DATASET; metrics JSON on EVAL_DATASET
+	$(PY) -m trainer.baseline --config $(CONFIG) --dataset $(DATASET) $(if $(VALID),--valid $(VALID)) \
+		--eval $(EVAL_DATASET)
 
 versions: setup ## list published versions (* marks LATEST)
 	$(PY) -m trainer.versions --artefacts-dir $(ARTEFACTS) list

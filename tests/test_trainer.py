@@ -237,3 +237,38 @@ def test_cli_exit_code_tells_whether_latest_moved(
     forced = run_cli(*args, "--force")
     assert forced.returncode == 0, forced.stderr
     assert ArtefactStore(tmp_path).latest() != good.version
+
+
+def test_model_card_baseline_and_plots_come_from_the_run(published: ArtefactStore) -> None:
+    folder = published.root / str(published.latest())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    baseline = metrics["baseline"]
+    assert {"micro_f1", "macro_f1", "p_at_1", "recall_at_5"} <= set(baseline)
+    assert baseline["n"] == metrics["valid"]["n"]  # scored on the same rows
+    manifest = verify(folder)
+    assert manifest["baseline_metrics"]["micro_f1"] == baseline["micro_f1"]
+    for plot in ("curves.png", "per_tag_f1.png"):
+        assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (folder / "README.md").read_text()
+    assert f"| micro_f1 | {metrics['valid']['micro_f1']:.4f} | {baseline['micro_f1']:.4f} |" in card
+    assert "Stack Overflow and its contributors" in card
+    for tag, m in metrics["valid"]["per_tag"].items():
+        assert f"| {tag} | {m['support']} | {m['precision']:.3f} |" in card
+
+
+def test_baseline_cli_prints_metrics_json(fixture_data: dict[str, Path], tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("valid_fraction: 0.25\n")
+    result = run_cli(
+        "-m",
+        "trainer.baseline",
+        "--config",
+        str(config),
+        "--dataset",
+        str(fixture_data["train"]),
+        "--eval",
+        str(fixture_data["valid"]),
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["n"] == 60 and metrics["p_at_1"] > 0.5

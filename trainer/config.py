@@ -61,6 +61,9 @@ class TrainConfig(BaseSettings):
         1, ge=0, description="epochs without a better validation micro-F1 before stopping"
     )
     threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: all cores)")
+    baseline: bool = Field(
+        True, description="also fit the TF-IDF baseline on the same split and record its figures"
+    )
     promotion_tolerance: float = Field(
         0.0,
         ge=0,

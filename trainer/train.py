@@ -29,8 +29,10 @@ from shared.artefacts import MANIFEST_FILE, ArtefactStore, sha256_file
 from shared.data import Dataset, DatasetError, read_dataset
 from shared.model import TaggerModel, TaggerSpec
 from shared.predictor import Predictor, pad_batch
+from trainer.baseline import baseline_metrics
 from trainer.config import MODEL_PACKAGE, ConfigError, TrainConfig
 from trainer.metrics import Truth, tagging_metrics, tune_threshold
+from trainer.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,29 @@ def split_data(
     return train, valid
 
 
+def prepare_split(
+    config: TrainConfig, dataset_path: Path, valid_path: Path | None
+) -> tuple[Dataset, Dataset, list[str], dict[str, int]]:
+    """Read the data, hold out validation (seeded), build the tag list from the training rows
+    and drop training questions left with no kept tag. The trainer and the baseline share it,
+    so both see exactly the same rows."""
+    rng = np.random.default_rng(config.seed)
+    full = read_dataset(dataset_path, first_tag_only=config.first_tag_only)
+    given_valid = read_dataset(valid_path, config.first_tag_only) if valid_path else None
+    train_set, valid_set = split_data(full, given_valid, config, rng)
+    labels = build_labels(train_set.tags, config.min_samples_per_label)
+    if not labels:
+        raise DatasetError(
+            f"{dataset_path}: no tag has min_samples_per_label={config.min_samples_per_label} "
+            "training questions"
+        )
+    label_set = set(labels)
+    keep = [i for i, row in enumerate(train_set.tags) if label_set & set(row)]
+    if len(keep) < len(train_set):
+        log.info("dropping %d training questions with only rare tags", len(train_set) - len(keep))
+    return train_set.subset(keep), valid_set, labels, dict(full.skipped)
+
+
 def length_grouped_batches(
     lengths: list[int], batch_size: int, rng: np.random.Generator, group: int = 50
 ) -> list[list[int]]:
@@ -140,23 +165,8 @@ def train(
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    rng = np.random.default_rng(config.seed)
-
-    full = read_dataset(dataset_path, first_tag_only=config.first_tag_only)
-    given_valid = read_dataset(valid_path, config.first_tag_only) if valid_path else None
-    train_set, valid_set = split_data(full, given_valid, config, rng)
-
-    labels = build_labels(train_set.tags, config.min_samples_per_label)
-    if not labels:
-        raise DatasetError(
-            f"{dataset_path}: no tag has min_samples_per_label={config.min_samples_per_label} "
-            "training questions"
-        )
-    label_set = set(labels)
-    keep = [i for i, row in enumerate(train_set.tags) if label_set & set(row)]
-    if len(keep) < len(train_set):
-        log.info("dropping %d training questions with only rare tags", len(train_set) - len(keep))
-    train_set = train_set.subset(keep)
+    rng = np.random.default_rng(config.seed + 1)  # batch order; the split has its own
+    train_set, valid_set, labels, skipped = prepare_split(config, dataset_path, valid_path)
     log.info(
         "training on %d questions, validating on %d, %d tags; base model %s",
         len(train_set),
@@ -269,10 +279,20 @@ def train(
         "n_train": len(train_set),
         "n_valid": len(valid_set),
         "n_labels": len(labels),
-        "skipped_rows": dict(full.skipped),
+        "skipped_rows": skipped,
         "train_seconds": round(train_seconds, 1),
         "samples_per_second": round(seen / train_seconds, 1) if train_seconds else None,
     }
+    if config.baseline:
+        metrics_doc["baseline"] = baseline_metrics(train_set, valid_set, labels)
+        log.info(
+            "baseline (TF-IDF + one-vs-rest LR) on the same validation rows: micro-F1 %.4f "
+            "macro-F1 %.4f P@1 %.4f R@5 %.4f",
+            *(
+                metrics_doc["baseline"][k]
+                for k in ("micro_f1", "macro_f1", "p_at_1", "recall_at_5")
+            ),
+        )
     store = ArtefactStore(artefacts_dir)
     promotion = decide_promotion(store, config, scores_for=valid_set, new_metrics=final)
     metrics_doc["promotion"] = promotion
@@ -281,6 +301,20 @@ def train(
         tokenizer.save_pretrained(str(folder))
         spec.save(folder)
         _write_json(folder / "metrics.json", metrics_doc)
+        write_report(
+            folder,
+            version,
+            metrics_doc,
+            {
+                "base_model": config.base_model,
+                "train_name": dataset_path.name,
+                "train_sha256": sha256_file(dataset_path),
+                "valid_name": valid_path.name if valid_path else None,
+                "valid_fraction": config.valid_fraction,
+                "seed": config.seed,
+                "max_length": config.max_length,
+            },
+        )
         resolved = {
             "config": config.public_dict(),
             "config_file": str(config_path) if config_path else None,
@@ -300,6 +334,9 @@ def train(
                 "libraries": _library_versions(),
                 "git_commit": _git_commit(),
                 "metrics": {k: final[k] for k in KEY_METRICS},
+                "baseline_metrics": {k: metrics_doc["baseline"][k] for k in KEY_METRICS}
+                if config.baseline
+                else None,
                 "threshold": threshold,
             },
         )
