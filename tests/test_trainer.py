@@ -272,3 +272,19 @@ def test_baseline_cli_prints_metrics_json(fixture_data: dict[str, Path], tmp_pat
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["n"] == 60 and metrics["p_at_1"] > 0.5
+
+
+def test_freeze_embeddings_keeps_the_word_embeddings(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    config = tiny_config(tiny_model_dir, epochs=1, freeze_embeddings=True)
+    result = train(config, fixture_data["train"], None, tmp_path)
+    key = "embeddings.word_embeddings.weight"
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    trained = load_file(str(result.path / "model.safetensors"))
+    assert torch.equal(base[key], trained[key])
+    layer = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(base[layer], trained[layer])  # the rest did train

@@ -41,6 +41,9 @@ class TrainConfig(BaseSettings):
     lr_head: float = Field(2e-3, gt=0, lt=1, description="learning rate of the tag head")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of steps spent warming up")
+    freeze_embeddings: bool = Field(
+        False, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
+    )
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the tag head")
     valid_fraction: float = Field(
         0.1, gt=0, lt=1, description="share of the training file held out when --valid is not given"

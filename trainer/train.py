@@ -187,10 +187,13 @@ def train(
     steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
+    if config.freeze_embeddings:
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
     head_params = list(model.tagger_head.parameters())
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
-            {"params": list(model.encoder.parameters()), "lr": config.lr_encoder},
+            {"params": encoder_params, "lr": config.lr_encoder},
             {"params": head_params, "lr": config.lr_head},
         ],
         weight_decay=config.weight_decay,
