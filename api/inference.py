@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 
 from api.model_manager import LoadedModel, ModelManager
 from shared.predictor import Prediction
+
+log = logging.getLogger(__name__)
 
 # How long after a multi-request batch the server still counts as "under load".
 LOAD_MEMORY_S = 0.05
@@ -158,11 +161,15 @@ class InferenceService:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = self._take(self.max_batch_size, first=True)
-            if batch and self.max_wait_s > 0 and self._under_load(batch):
-                await self._top_up(batch)
-            if batch:
-                await self._compute(batch)
-                self._last_batch_jobs, self._last_batch_end = len(batch), time.monotonic()
+            try:
+                if batch and self.max_wait_s > 0 and self._under_load(batch):
+                    await self._top_up(batch)
+                if batch:
+                    await self._compute(batch)
+            except Exception as exc:  # the worker must outlive any one batch
+                log.exception("micro-batch failed")
+                _fail(batch, exc)
+            self._last_batch_jobs, self._last_batch_end = len(batch), time.monotonic()
 
     def _under_load(self, batch: list[_Job]) -> bool:
         recent = time.monotonic() - self._last_batch_end < LOAD_MEMORY_S

@@ -125,5 +125,5 @@ class TaggerModel(nn.Module):
                 f"names {len(encoder.config.id2label)} labels"
             )
         model.tagger_head.load_state_dict(head, strict=True)
-        model.eval()
+        model.train(False)  # inference mode: dropout off
         return model

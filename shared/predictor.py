@@ -53,7 +53,7 @@ class Predictor:
         spec: TaggerSpec,
         batch_size: int = 64,
     ) -> None:
-        self.model = model.eval()
+        self.model = model.train(False)  # dropout off
         self.tokenizer = tokenizer
         self.spec = spec
         self.labels = model.labels
@@ -137,7 +137,7 @@ def quantize_int8(model: TaggerModel) -> TaggerModel:
         quantized = torch.ao.quantization.quantize_dynamic(
             model, {torch.nn.Linear}, dtype=torch.qint8
         )
-    return quantized.eval()
+    return quantized.train(False)
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -233,7 +233,7 @@ def train(
         train_seconds += elapsed
         seen += len(train_ids)
 
-        model.eval()
+        model.train(False)  # inference mode: dropout off
         scores = scorer.scores(valid_set.titles)
         threshold = tune_threshold(scores, Truth.build(valid_set.tags, labels))
         metrics = tagging_metrics(scores, threshold, valid_set.tags, labels)
@@ -269,7 +269,7 @@ def train(
 
     assert best_state is not None
     model.load_state_dict(best_state)
-    model.eval()
+    model.train(False)
     scores = scorer.scores(valid_set.titles)
     threshold = tune_threshold(scores, Truth.build(valid_set.tags, labels))
     final = tagging_metrics(scores, threshold, valid_set.tags, labels, per_tag=True)
