@@ -72,7 +72,10 @@ rollback: setup ## point LATEST at VERSION=<name> (the API follows within second
 	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=<name> (see make versions)"; exit 2; }
 	$(PY) -m trainer.versions --artefacts-dir $(ARTEFACTS) use $(VERSION)
 
-quickstart: data train serve ## the whole job: data, default training, then serving
+quickstart: setup ## the whole job: data (unless DATASET is there), default training, serving
+	@test -f $(DATASET) || $(MAKE) --no-print-directory data
+	$(MAKE) --no-print-directory train
+	$(MAKE) --no-print-directory serve
 
 test: setup ## run every test tier (unit, integration, real MiniLM)
 	$(PY) -m pytest
