@@ -62,6 +62,20 @@ async def wait_entered(predictor: FakePredictor) -> None:
         await asyncio.sleep(0.005)
 
 
+async def busy_service(
+    **kwargs: object,
+) -> tuple[InferenceService, FakePredictor, asyncio.Task[object]]:
+    """A service on model v1 whose worker is held inside a forward pass for request "a",
+    so that the next requests queue up; release with ``fake.gate.set()``."""
+    model = loaded("v1")
+    fake: FakePredictor = model.predictor  # type: ignore[assignment]
+    svc = service(model, **kwargs)
+    fake.gate.clear()
+    first = asyncio.create_task(svc.predict(["a"], 1))
+    await wait_entered(fake)
+    return svc, fake, first  # type: ignore[return-value]
+
+
 def test_concurrent_requests_share_a_forward_pass_and_get_their_own_rows() -> None:
     async def main() -> None:
         model = loaded("v1")
@@ -87,12 +101,7 @@ def test_concurrent_requests_share_a_forward_pass_and_get_their_own_rows() -> No
 
 def test_batches_respect_max_batch_size() -> None:
     async def main() -> None:
-        model = loaded("v1")
-        fake: FakePredictor = model.predictor  # type: ignore[assignment]
-        svc = service(model, max_batch_size=4, max_wait_ms=0)
-        fake.gate.clear()
-        first = asyncio.create_task(svc.predict(["a"], 1))
-        await wait_entered(fake)
+        svc, fake, first = await busy_service(max_batch_size=4, max_wait_ms=0)
         rest = [asyncio.create_task(svc.predict([f"t{i}"], 1)) for i in range(10)]
         await asyncio.sleep(0.02)
         fake.gate.set()
@@ -137,12 +146,7 @@ def test_each_batch_runs_on_one_version_across_a_swap() -> None:
 
 def test_full_queue_refuses_new_requests() -> None:
     async def main() -> None:
-        model = loaded("v1")
-        fake: FakePredictor = model.predictor  # type: ignore[assignment]
-        svc = service(model, queue_depth=4, max_wait_ms=0)
-        fake.gate.clear()
-        first = asyncio.create_task(svc.predict(["a"], 1))
-        await wait_entered(fake)
+        svc, fake, first = await busy_service(queue_depth=4, max_wait_ms=0)
         waiting = [asyncio.create_task(svc.predict(["b", "c"], 1)) for _ in range(2)]
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull):
@@ -158,12 +162,7 @@ def test_full_queue_refuses_new_requests() -> None:
 
 def test_withdrawn_requests_are_not_computed() -> None:
     async def main() -> None:
-        model = loaded("v1")
-        fake: FakePredictor = model.predictor  # type: ignore[assignment]
-        svc = service(model, max_wait_ms=0)
-        fake.gate.clear()
-        first = asyncio.create_task(svc.predict(["a"], 1))
-        await wait_entered(fake)
+        svc, fake, first = await busy_service(max_wait_ms=0)
         gone = asyncio.create_task(svc.predict(["never"], 1))
         kept = asyncio.create_task(svc.predict(["kept"], 1))
         await asyncio.sleep(0.01)
@@ -180,12 +179,7 @@ def test_withdrawn_requests_are_not_computed() -> None:
 
 def test_a_failed_forward_pass_fails_its_batch_only() -> None:
     async def main() -> None:
-        model = loaded("v1")
-        fake: FakePredictor = model.predictor  # type: ignore[assignment]
-        svc = service(model, max_wait_ms=0)
-        fake.gate.clear()
-        first = asyncio.create_task(svc.predict(["a"], 1))
-        await wait_entered(fake)
+        svc, fake, first = await busy_service(max_wait_ms=0)
         bad = asyncio.create_task(svc.predict(["boom"], 1))
         await asyncio.sleep(0.01)
         fake.gate.set()
