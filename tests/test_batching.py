@@ -78,12 +78,7 @@ async def busy_service(
 
 def test_concurrent_requests_share_a_forward_pass_and_get_their_own_rows() -> None:
     async def main() -> None:
-        model = loaded("v1")
-        fake: FakePredictor = model.predictor  # type: ignore[assignment]
-        svc = service(model, max_batch_size=32, max_wait_ms=0)
-        fake.gate.clear()
-        first = asyncio.create_task(svc.predict(["a"], 1))
-        await wait_entered(fake)  # the worker is busy: the next requests queue up
+        svc, fake, first = await busy_service(max_batch_size=32, max_wait_ms=0)
         others = [asyncio.create_task(svc.predict([f"t{i}", f"u{i}"], 2)) for i in range(10)]
         await asyncio.sleep(0.05)
         fake.gate.set()
