@@ -53,7 +53,10 @@ class PredictRequest(BaseModel):
 
 class TagScoreOut(BaseModel):
     tag: str = Field(examples=["pandas"])
-    score: float = Field(examples=[0.91], description="softmax probability of the tag")
+    score: float = Field(
+        examples=[0.91],
+        description="the tag's probability (per-tag sigmoid or softmax, as the model was trained)",
+    )
 
 
 class PredictionOut(BaseModel):

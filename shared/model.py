@@ -1,5 +1,8 @@
 """The tagger network: a transformer encoder, mean pooling and one linear layer, one score per tag.
 
+Scores are per-tag sigmoids (trained with binary cross-entropy) or a softmax over the tags
+(trained against the tags spread evenly); ``tagger.json`` says which.
+
 On disk it is a Hugging Face model folder. ``config.json`` is the encoder's own config with the
 tags in ``id2label``; ``model.safetensors`` holds the encoder's weights under their usual names
 (so ``AutoModel.from_pretrained(folder)`` loads the encoder as it is) plus the head under
@@ -46,7 +49,7 @@ class TaggerSpec:
                 f"{folder / TAGGER_FILE}: format_version {data.get('format_version')!r} "
                 f"is not {FORMAT_VERSION}; this code cannot serve it"
             )
-        if data.get("pooling") != "mean" or data.get("score") != "softmax":
+        if data.get("pooling") != "mean" or data.get("score") not in ("softmax", "sigmoid"):
             raise ValueError(f"{folder / TAGGER_FILE}: unsupported pooling/score {data}")
         return cls(**data)
 

@@ -107,7 +107,9 @@ class Predictor:
             rows = order[start : start + self.batch_size]
             input_ids, mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id or 0)
             logits = self.model(input_ids, mask)
-            out[rows] = torch.softmax(logits.float(), dim=-1).numpy()
+            logits = logits.float()
+            probs = torch.sigmoid(logits) if self.spec.score == "sigmoid" else logits.softmax(-1)
+            out[rows] = probs.numpy()
         return out
 
     def predict(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:

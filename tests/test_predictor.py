@@ -39,7 +39,7 @@ def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
     alone = predictor.scores([texts[1]])
     together = predictor.scores(texts)
     np.testing.assert_allclose(alone[0], together[1], atol=1e-5)
-    assert together.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
+    assert ((together >= 0) & (together <= 1)).all()
 
 
 def test_top_k_is_clamped_to_the_label_count(published: ArtefactStore) -> None:
@@ -70,7 +70,9 @@ def test_loads_with_plain_transformers_and_safetensors(published: ArtefactStore)
     with torch.inference_mode():
         hidden = encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).float()
-        probs = torch.softmax((hidden * mask).sum(1) / mask.sum(1) @ weight.T + bias, dim=-1)
+        logits = (hidden * mask).sum(1) / mask.sum(1) @ weight.T + bias
+        score = json.loads(Path(folder, "tagger.json").read_text())["score"]
+        probs = torch.sigmoid(logits) if score == "sigmoid" else torch.softmax(logits, -1)
 
     predictor = Predictor.from_folder(folder)
     assert labels == predictor.labels
@@ -149,7 +151,7 @@ def test_int8_predictor_quantizes_linear_layers_and_agrees_with_fp32(
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in modules)
     texts = ["How to use pandas with numpy?", "spring maven error", "mysql join slow", "node dom"]
     a, b = fp32.scores(texts), int8.scores(texts)
-    assert b.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
+    assert ((b >= 0) & (b <= 1)).all()
     assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
     assert np.abs(a - b).max() < 0.05
     with pytest.raises(ValueError, match="precision"):

@@ -34,7 +34,6 @@ def test_fine_tune_real_minilm_and_serve_it(real_data: Path, tmp_path: Path) -> 
         max_valid_examples=200,
         valid_fraction=0.05,
         lr_encoder=1e-4,
-        lr_head=5e-3,
         warmup_ratio=0.1,
     )
     result = train(config, real_data, None, tmp_path)

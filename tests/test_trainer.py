@@ -288,3 +288,17 @@ def test_freeze_embeddings_keeps_the_word_embeddings(
     assert torch.equal(base[key], trained[key])
     layer = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(base[layer], trained[layer])  # the rest did train
+
+
+def test_loss_option_sets_the_score_function(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path], published: ArtefactStore
+) -> None:
+    from shared.predictor import Predictor
+
+    default = published.root / str(published.latest())
+    assert json.loads((default / "tagger.json").read_text())["score"] == "sigmoid"
+    config = tiny_config(tiny_model_dir, epochs=1, loss="softmax")
+    result = train(config, fixture_data["train"], fixture_data["valid"], tmp_path)
+    assert json.loads((result.path / "tagger.json").read_text())["score"] == "softmax"
+    scores = Predictor.from_folder(result.path).scores(["pandas numpy", "spring maven"])
+    assert scores.sum(axis=1) == pytest.approx(1.0, abs=1e-4)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -38,9 +38,14 @@ class TrainConfig(BaseSettings):
     eval_batch_size: int = Field(128, ge=1, le=4096, description="batch size for validation")
     epochs: int = Field(3, ge=1, le=100, description="maximum number of epochs")
     lr_encoder: float = Field(5e-5, gt=0, lt=1, description="learning rate of the encoder")
-    lr_head: float = Field(2e-3, gt=0, lt=1, description="learning rate of the tag head")
+    lr_head: float = Field(1e-2, gt=0, lt=1, description="learning rate of the tag head")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of steps spent warming up")
+    loss: Literal["softmax", "bce"] = Field(
+        "bce",
+        description="softmax: cross-entropy against the tags spread evenly (softmax scores); "
+        "bce: one sigmoid per tag (independent scores)",
+    )
     freeze_embeddings: bool = Field(
         False, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
     )

@@ -27,7 +27,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
     loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
-    loss_ax.set(title="training loss", xlabel="epoch", ylabel="soft-target cross-entropy")
+    loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss")
     for key in KEYS:
         metric_ax.plot(epochs, [h[f"valid_{key}"] for h in history], marker="o", label=key)
     metric_ax.set(title="validation", xlabel="epoch", ylim=(0, 1))
@@ -75,7 +75,7 @@ def write_model_card(folder: Path, version: str, doc: dict[str, Any], info: dict
     text = f"""# Stack Overflow tagger {version}
 
 Fine-tuned from `{info["base_model"]}` (all-MiniLM-L6-v2, Apache-2.0): mean-pooled encoder and
-one linear layer, one softmax score per tag; a tag is predicted when its score is at least
+one linear layer, one {info["score"]} score per tag; a tag is predicted when its score is at least
 {valid["threshold"]} (tuned on the validation rows), and the top tag always is.
 
 ## Data

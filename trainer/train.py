@@ -177,11 +177,13 @@ def train(
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
     model = TaggerModel.from_base(base_folder, labels, dropout=config.dropout)
-    spec = TaggerSpec(threshold=0.5, max_length=config.max_length)
+    score = "sigmoid" if config.loss == "bce" else "softmax"
+    spec = TaggerSpec(threshold=0.5, max_length=config.max_length, score=score)
     scorer = Predictor(model, tokenizer, spec, batch_size=config.eval_batch_size)
 
     train_ids = scorer.encode(train_set.titles)
     targets = soft_targets(train_set.tags, labels)
+    multi_hot = (targets > 0).float()
     pad_id = tokenizer.pad_token_id or 0
     lengths = [len(ids) for ids in train_ids]
     steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
@@ -219,7 +221,10 @@ def train(
         for batch in batches:
             input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
             logits = model(input_ids, mask)
-            loss = -(targets[batch] * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+            if config.loss == "bce":
+                loss = F.binary_cross_entropy_with_logits(logits, multi_hot[batch])
+            else:
+                loss = -(targets[batch] * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -273,7 +278,7 @@ def train(
     scores = scorer.scores(valid_set.titles)
     threshold = tune_threshold(scores, Truth.build(valid_set.tags, labels))
     final = tagging_metrics(scores, threshold, valid_set.tags, labels, per_tag=True)
-    spec = TaggerSpec(threshold=threshold, max_length=config.max_length)
+    spec = TaggerSpec(threshold=threshold, max_length=config.max_length, score=score)
 
     metrics_doc = {
         "valid": final,
@@ -316,6 +321,7 @@ def train(
                 "valid_fraction": config.valid_fraction,
                 "seed": config.seed,
                 "max_length": config.max_length,
+                "score": score,
             },
         )
         resolved = {
