@@ -18,27 +18,21 @@ import yaml
 
 from shared.artefacts import ArtefactStore
 from tests.conftest import REPO, free_port
+from tests.test_trainer import run_cli
 
 pytestmark = pytest.mark.integration
 
 
 def train_cli(config: Path, data: Path, artefacts: Path) -> str:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "--config",
-            str(config),
-            "--dataset",
-            str(data),
-            "--artefacts-dir",
-            str(artefacts),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_cli(
+        "-m",
+        "trainer",
+        "--config",
+        str(config),
+        "--dataset",
+        str(data),
+        "--artefacts-dir",
+        str(artefacts),
     )
     assert result.returncode == 0, result.stderr
     version = ArtefactStore(artefacts).latest()
