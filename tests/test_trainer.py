@@ -252,6 +252,8 @@ def test_model_card_baseline_and_plots_come_from_the_run(published: ArtefactStor
     card = (folder / "README.md").read_text()
     assert f"| micro_f1 | {metrics['valid']['micro_f1']:.4f} | {baseline['micro_f1']:.4f} |" in card
     assert "Stack Overflow and its contributors" in card
+    assert f"after epoch {metrics['best_epoch']}" in card  # the recipe line, from the run
+    assert "binary cross-entropy" in card and metrics["train_precision"] in ("bf16", "fp32")
     for tag, m in metrics["valid"]["per_tag"].items():
         assert f"| {tag} | {m['support']} | {m['precision']:.3f} |" in card
 
@@ -302,3 +304,65 @@ def test_loss_option_sets_the_score_function(
     assert json.loads((result.path / "tagger.json").read_text())["score"] == "softmax"
     scores = Predictor.from_folder(result.path).scores(["pandas numpy", "spring maven"])
     assert scores.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_weight_average_follows_the_weights_and_swaps_back() -> None:
+    import torch
+
+    from trainer.train import WeightAverage
+
+    layer = torch.nn.Linear(2, 2)
+    start = layer.weight.detach().clone()
+    average = WeightAverage(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(3.0)
+    average.update(layer)
+    # First step: the decay ramps from (1 + 1) / (10 + 1), well below 0.9.
+    ramp = 2 / 11
+    expected = start + (3.0 - start) * (1 - ramp)
+    assert torch.allclose(average.shadow["weight"], expected)
+    trained = average.swap_in(layer)
+    assert torch.allclose(layer.weight, expected)
+    layer.load_state_dict(trained)
+    assert torch.equal(layer.weight, torch.full((2, 2), 3.0))
+    for _ in range(500):
+        average.update(layer)
+    assert torch.allclose(average.shadow["weight"], torch.full((2, 2), 3.0), atol=1e-3)
+
+
+def test_use_bf16_follows_the_setting() -> None:
+    import torch
+
+    from trainer.train import use_bf16
+
+    assert use_bf16("bf16") is True
+    assert use_bf16("fp32") is False
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert use_bf16("auto") is bool(native)
+
+
+def test_averaged_bf16_run_publishes_a_different_working_model(
+    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+) -> None:
+    from safetensors.torch import load_file
+
+    plain = train(
+        tiny_config(tiny_model_dir, epochs=1, train_precision="fp32"),
+        fixture_data["train"],
+        None,
+        tmp_path / "plain",
+    )
+    averaged = train(
+        tiny_config(tiny_model_dir, epochs=1, train_precision="bf16", ema_decay=0.9),
+        fixture_data["train"],
+        None,
+        tmp_path / "averaged",
+    )
+    key = "tagger_head.weight"
+    a = load_file(str(plain.path / "model.safetensors"))[key]
+    b = load_file(str(averaged.path / "model.safetensors"))[key]
+    assert not a.equal(b)
+    assert averaged.metrics["p_at_1"] > 0.5  # still learns the fixture's topic words
+    resolved = yaml.safe_load((averaged.path / "train_config.yaml").read_text())
+    assert resolved["config"]["ema_decay"] == 0.9
+    assert resolved["config"]["train_precision"] == "bf16"

@@ -50,6 +50,18 @@ class TrainConfig(BaseSettings):
         False, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the tag head")
+    ema_decay: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="validate and publish an exponential moving average of the weights with "
+        "this per-step decay (null: the weights as trained)",
+    )
+    train_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16: forward passes of training under bfloat16 autocast (weights, "
+        "optimizer and validation stay fp32); auto: bf16 where the CPU computes it natively",
+    )
     valid_fraction: float = Field(
         0.1, gt=0, lt=1, description="share of the training file held out when --valid is not given"
     )

@@ -77,6 +77,7 @@ def write_model_card(folder: Path, version: str, doc: dict[str, Any], info: dict
 Fine-tuned from `{info["base_model"]}` (all-MiniLM-L6-v2, Apache-2.0): mean-pooled encoder and
 one linear layer, one {info["score"]} score per tag; a tag is predicted when its score is at least
 {valid["threshold"]} (tuned on the validation rows), and the top tag always is.
+Trained with {info["recipe"]}.
 
 ## Data
 {DATA_ATTRIBUTION}

@@ -141,6 +141,44 @@ def soft_targets(tags: list[list[str]], labels: list[str]) -> torch.Tensor:
     return targets / targets.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
+class WeightAverage:
+    """Exponential moving average of the trainable weights, updated after each step (frozen
+    ones never change, so they are not copied).
+
+    The decay ramps up from 0 ((1 + t) / (10 + t)) so early averages are not dominated by the
+    pretrained starting point."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay, self.steps = decay, 0
+        self.shadow = {
+            k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad
+        }
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        current = dict(model.named_parameters())
+        for key, average in self.shadow.items():
+            average.lerp_(current[key], 1.0 - decay)
+
+    def swap_in(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Load the averaged weights into ``model``; return the trained ones to restore later."""
+        trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict({**trained, **self.shadow})
+        return trained
+
+
+def use_bf16(setting: str) -> bool:
+    """Whether training runs under bfloat16 autocast: asked for, or ``auto`` and the CPU has
+    native bfloat16 instructions (without them autocast emulates and is slower than fp32)."""
+    if setting == "auto":
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    return setting == "bf16"
+
+
 def warmup_linear(total_steps: int, warmup_ratio: float) -> Any:
     warmup = max(1, math.ceil(total_steps * warmup_ratio))
 
@@ -204,6 +242,9 @@ def train(
         optimizer, warmup_linear(total_steps, config.warmup_ratio)
     )
 
+    bf16 = use_bf16(config.train_precision)
+    log.info("training precision: %s", "bf16 autocast" if bf16 else "fp32")
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, stale = -1.0, None, 0, 0
     train_seconds, seen = 0.0, 0
@@ -220,7 +261,9 @@ def train(
         )
         for batch in batches:
             input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
-            logits = model(input_ids, mask)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids, mask)
+            logits = logits.float()
             if config.loss == "bce":
                 loss = F.binary_cross_entropy_with_logits(logits, multi_hot[batch])
             else:
@@ -230,6 +273,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
+            if ema:
+                ema.update(model)
             epoch_loss += loss.item() * len(batch)
             bar.update(len(batch))
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
@@ -239,6 +284,7 @@ def train(
         seen += len(train_ids)
 
         model.train(False)  # inference mode: dropout off
+        trained = ema.swap_in(model) if ema else None
         scores = scorer.scores(valid_set.titles)
         threshold = tune_threshold(scores, Truth.build(valid_set.tags, labels))
         metrics = tagging_metrics(scores, threshold, valid_set.tags, labels)
@@ -263,10 +309,13 @@ def train(
             metrics["recall_at_5"],
             threshold,
         )
-        if metrics["micro_f1"] > best_score:
+        improved = metrics["micro_f1"] > best_score
+        if improved:
             best_score, best_epoch, stale = metrics["micro_f1"], epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
+        if trained is not None:
+            model.load_state_dict(trained)
+        if not improved:
             stale += 1
             if stale > config.early_stopping_patience:
                 log.info("validation micro-F1 has not improved for %d epoch(s): stopping", stale)
@@ -290,6 +339,7 @@ def train(
         "skipped_rows": skipped,
         "train_seconds": round(train_seconds, 1),
         "samples_per_second": round(seen / train_seconds, 1) if train_seconds else None,
+        "train_precision": "bf16" if bf16 else "fp32",
     }
     if config.baseline:
         metrics_doc["baseline"] = baseline_metrics(train_set, valid_set, labels)
@@ -322,6 +372,7 @@ def train(
                 "seed": config.seed,
                 "max_length": config.max_length,
                 "score": score,
+                "recipe": describe_recipe(config, bf16, best_epoch),
             },
         )
         resolved = {
@@ -371,6 +422,24 @@ def train(
         time.monotonic() - started,
     )
     return TrainResult(version, artefacts_dir / version, final, promoted=promotion["promoted"])
+
+
+def describe_recipe(config: TrainConfig, bf16: bool, best_epoch: int) -> str:
+    """One sentence for the model card: loss, precision, epochs and which weights were kept."""
+    loss = {
+        "bce": "binary cross-entropy (one sigmoid per tag)",
+        "softmax": "cross-entropy against the tags spread evenly (softmax)",
+    }[config.loss]
+    weights = (
+        f"an exponential moving average of the weights (decay {config.ema_decay})"
+        if config.ema_decay
+        else "the weights as trained"
+    )
+    return (
+        f"{loss}, {'bf16 autocast' if bf16 else 'fp32'}, encoder learning rate "
+        f"{config.lr_encoder}, head {config.lr_head}; published: {weights} after epoch "
+        f"{best_epoch}"
+    )
 
 
 def decide_promotion(
