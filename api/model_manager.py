@@ -52,7 +52,8 @@ class ModelManager:
     precision: str = "fp32"
     current: LoadedModel | None = None
     failed: dict[str, str] = field(default_factory=dict)
-    latest_seen: str | None = None
+    latest_seen: str | None = None  # the last version name read from LATEST
+    latest_error: str | None = None  # why LATEST cannot be read now
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def load_version(self, version: str) -> LoadedModel:
@@ -90,11 +91,11 @@ class ModelManager:
             try:
                 latest = self.store.latest()
             except ArtefactError as exc:
-                if self.latest_seen != "<invalid>":
+                if self.latest_error != str(exc):
                     log.error("%s", exc)
-                self.latest_seen = "<invalid>"
+                self.latest_error = str(exc)
                 return False
-            self.latest_seen = latest
+            self.latest_seen, self.latest_error = latest, None
             if latest is None or latest in self.failed:
                 return False
             if self.current is not None and self.current.version == latest:
@@ -108,14 +109,22 @@ class ModelManager:
             return True
 
     async def start(self) -> None:
-        """Initial load: what ``LATEST`` names, else the newest older version that loads."""
-        if await self.refresh() or self.latest_seen is None:
-            if self.current is None:
-                log.warning("no model published in %s yet: run the trainer", self.store.root)
+        """Initial load: what ``LATEST`` names, else the newest older version that loads.
+
+        When ``LATEST`` cannot be read there is no telling which versions were promoted, so
+        nothing is guessed: the API stays not ready until ``LATEST`` is mended."""
+        if await self.refresh():
             return
-        older = [v.name for v in reversed(self.store.versions())]
-        if self.latest_seen and self.latest_seen != "<invalid>":
-            older = [name for name in older if name < self.latest_seen]
+        if self.latest_error is not None:
+            log.error(
+                "serving nothing until LATEST names a version "
+                "(python -m trainer.versions use VERSION)"
+            )
+            return
+        if self.latest_seen is None:
+            log.warning("no model published in %s yet: run the trainer", self.store.root)
+            return
+        older = [v.name for v in reversed(self.store.versions()) if v.name < self.latest_seen]
         for name in older:
             loaded = await self._try_load(name)
             if loaded is not None:

@@ -198,7 +198,11 @@ async def model_info(
     current = manager.current
     if current is None:
         return ModelInfo(
-            version=None, latest=manager.latest_seen, failed_versions=failed, batching=batching
+            version=None,
+            latest=manager.latest_seen,
+            latest_error=manager.latest_error,
+            failed_versions=failed,
+            batching=batching,
         )
     valid = current.metrics.get("valid", {})
     return ModelInfo(
@@ -212,6 +216,7 @@ async def model_info(
         training=current.training,
         metrics={k: v for k, v in valid.items() if k != "per_tag"},
         latest=manager.latest_seen,
+        latest_error=manager.latest_error,
         failed_versions=failed,
         batching=batching,
     )

@@ -126,7 +126,10 @@ class ModelInfo(BaseModel):
     labels: list[str] = []
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = Field({}, description="validation metrics of the served version")
-    latest: str | None = Field(None, description="the version LATEST names now")
+    latest: str | None = Field(None, description="the version LATEST named when last read")
+    latest_error: str | None = Field(
+        None, description="why LATEST cannot be read, when it cannot (null otherwise)"
+    )
     batching: dict[str, Any] = Field(
         {}, description="micro-batching counters since start: batches, texts, mean batch size"
     )

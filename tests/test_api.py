@@ -197,6 +197,21 @@ def test_restart_falls_back_to_newest_valid_version(store_copy: ArtefactStore) -
         assert [f["version"] for f in info["failed_versions"]] == [bad]
 
 
+def test_unreadable_latest_serves_nothing_until_mended(store_copy: ArtefactStore) -> None:
+    good = store_copy.latest()
+    assert good is not None
+    (store_copy.root / LATEST_FILE).write_text("../../etc/passwd\n")
+    with make_client(store_copy.root) as c:
+        assert c.get("/ready").status_code == 503
+        info = c.get("/model").json()
+        assert info["version"] is None and info["latest"] is None
+        assert "not a version name" in info["latest_error"]
+        (store_copy.root / LATEST_FILE).write_text(good + "\n")  # mended: hot-loaded
+        wait_for(lambda: c.get("/model").json()["version"] == good)
+        assert c.get("/model").json()["latest_error"] is None
+        assert c.get("/ready").status_code == 200
+
+
 def test_int8_serving(published: ArtefactStore) -> None:
     with make_client(published.root, precision="int8") as c:
         assert c.get("/model").json()["precision"] == "int8"
