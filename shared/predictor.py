@@ -130,15 +130,25 @@ class Predictor:
         return results
 
 
+# The first layer's feed-forward output projection sees the encoder's outlier activations;
+# quantizing it cost most of int8's micro-F1 loss on held-out training rows (0.0086 with it,
+# 0.0052 without it), for a few percent of the speed-up. It stays fp32.
+INT8_KEEP_FP32 = ("encoder.encoder.layer.0.output.dense",)
+
+
 def quantize_int8(model: TaggerModel) -> TaggerModel:
-    """Dynamic int8 quantization of every ``nn.Linear`` (torch's eager-mode API, deprecated in
-    favour of torchao but present and working in torch 2.13; isolated here for that reason)."""
+    """Dynamic int8 quantization of the ``nn.Linear`` layers but those in ``INT8_KEEP_FP32``
+    (torch's eager-mode API, deprecated in favour of torchao but present and working in torch
+    2.13; isolated here for that reason)."""
+    names = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name not in INT8_KEEP_FP32
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        quantized = torch.ao.quantization.quantize_dynamic(
-            model, {torch.nn.Linear}, dtype=torch.qint8
-        )
+        quantized = torch.ao.quantization.quantize_dynamic(model, names, dtype=torch.qint8)
     return quantized.train(False)
 
 
