@@ -50,12 +50,12 @@ class TrainConfig(BaseSettings):
         False, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the tag head")
-    ema_decay: float | None = Field(
-        None,
+    ema_decay: float = Field(
+        0.0,
         ge=0,
         lt=1,
         description="validate and publish an exponential moving average of the weights with "
-        "this per-step decay (null: the weights as trained)",
+        "this per-step decay (0: the weights as trained)",
     )
     train_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
