@@ -90,9 +90,10 @@ bench: setup ## serving benchmark: raw model vs API (batching on/off) under wrk 
 e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check, mypy on shared/ and api/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean: ## remove the virtual environment and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

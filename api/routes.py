@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse
@@ -28,7 +28,7 @@ router = APIRouter()
 T = TypeVar("T")
 
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "a text is longer than the limit"},
     422: {"model": ErrorResponse, "description": "invalid request"},
     503: {
@@ -72,7 +72,8 @@ async def unless_disconnected(request: Request, work: asyncio.Future[T]) -> T:
     disconnects first."""
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {work, watcher}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
     if not work.done():

@@ -19,7 +19,7 @@ import logging
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,7 +144,9 @@ def _column_indices(path: Path, header: list[str], required: tuple[str, ...]) ->
     return {name: header.index(name) for name in required}
 
 
-def _read_wide(path: Path, header: list[str], rows: csv.Reader, first_tag_only: bool) -> Dataset:
+def _read_wide(
+    path: Path, header: list[str], rows: Iterator[list[str]], first_tag_only: bool
+) -> Dataset:
     cols = _column_indices(path, header, WIDE_COLUMNS)
     dataset = Dataset(path=path)
     width = max(cols.values()) + 1
@@ -168,7 +170,9 @@ def _read_wide(path: Path, header: list[str], rows: csv.Reader, first_tag_only: 
     return dataset
 
 
-def _read_long(path: Path, header: list[str], rows: csv.Reader, first_tag_only: bool) -> Dataset:
+def _read_long(
+    path: Path, header: list[str], rows: Iterator[list[str]], first_tag_only: bool
+) -> Dataset:
     cols = _column_indices(path, header, LONG_COLUMNS)
     width = max(cols.values()) + 1
     titles: dict[str, str] = {}
@@ -201,7 +205,7 @@ def _read_long(path: Path, header: list[str], rows: csv.Reader, first_tag_only: 
 
     dataset = Dataset(path=path, skipped=skipped)
     for post_id, pairs in tagged.items():
-        title = titles.get(post_id)
+        title = titles.get(post_id, "")
         pairs.sort()
         if first_tag_only:
             pairs = [p for p in pairs if p[0] == 0][:1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import safe_open
@@ -65,7 +66,7 @@ class TaggerModel(nn.Module):
 
     @property
     def labels(self) -> list[str]:
-        id2label = self.encoder.config.id2label
+        id2label = cast(dict[int, str], self.encoder.config.id2label)  # from_base/config.json
         return [id2label[i] for i in range(len(id2label))]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
