@@ -69,11 +69,14 @@ class TaggerModel(nn.Module):
         id2label = cast(dict[int, str], self.encoder.config.id2label)  # from_base/config.json
         return [id2label[i] for i in range(len(id2label))]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's last hidden states averaged over the real (unpadded) tokens."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.tagger_head(self.dropout(pooled))
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.tagger_head(self.dropout(self.pool(input_ids, attention_mask)))
 
     @classmethod
     def from_base(cls, base: str | Path, labels: list[str], dropout: float = 0.1) -> TaggerModel:

@@ -347,13 +347,15 @@ def test_averaged_bf16_run_publishes_a_different_working_model(
     from safetensors.torch import load_file
 
     plain = train(
-        tiny_config(tiny_model_dir, epochs=1, train_precision="fp32"),
+        tiny_config(tiny_model_dir, epochs=1, train_precision="fp32", head_init="random"),
         fixture_data["train"],
         None,
         tmp_path / "plain",
     )
     averaged = train(
-        tiny_config(tiny_model_dir, epochs=1, train_precision="bf16", ema_decay=0.9),
+        tiny_config(
+            tiny_model_dir, epochs=1, train_precision="bf16", ema_decay=0.9, head_init="random"
+        ),
         fixture_data["train"],
         None,
         tmp_path / "averaged",
@@ -366,3 +368,31 @@ def test_averaged_bf16_run_publishes_a_different_working_model(
     resolved = yaml.safe_load((averaged.path / "train_config.yaml").read_text())
     assert resolved["config"]["ema_decay"] == 0.9
     assert resolved["config"]["train_precision"] == "bf16"
+
+
+def test_head_starts_at_tag_name_embeddings_with_the_tag_priors(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from shared.model import TaggerModel, TaggerSpec
+    from shared.predictor import Predictor, pad_batch
+    from trainer.train import init_head_from_tag_names
+
+    labels = ["python", "java", "ruby-on-rails"]
+    model = TaggerModel.from_base(tiny_model_dir, labels)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    scorer = Predictor(model, tokenizer, TaggerSpec(threshold=0.5, max_length=24, score="sigmoid"))
+    titles = ["pandas dataframe", "spring maven", "rails migration", "numpy array", "jvm heap"]
+    sample = scorer.encode(titles * 4)
+    multi_hot = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]] * 4).float()
+    init_head_from_tag_names(model, scorer, labels, sample, multi_hot, "bce")
+
+    names = model.pool(*pad_batch(scorer.encode(["python", "java", "ruby on rails"]), 0))
+    rows = torch.nn.functional.cosine_similarity(model.tagger_head.weight, names, dim=-1)
+    assert torch.allclose(rows, torch.ones(3), atol=1e-5)  # each row points at its tag's name
+    model.train(False)  # dropout off (Predictor already did so)
+    with torch.no_grad():
+        logits = model(*pad_batch(sample, 0))
+    prior = multi_hot.mean(dim=0)
+    assert torch.allclose(logits.mean(dim=0), torch.log(prior / (1 - prior)), atol=1e-4)
+    assert torch.allclose(logits.std(dim=0), torch.ones(3), atol=1e-4)

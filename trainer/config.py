@@ -50,6 +50,11 @@ class TrainConfig(BaseSettings):
         False, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the tag head")
+    head_init: Literal["tag_names", "random"] = Field(
+        "tag_names",
+        description="tag_names: start each tag's head row at the pretrained embedding of the "
+        "tag's name, scaled, with the tag's prior as bias; random: the usual initialisation",
+    )
     ema_decay: float = Field(
         0.0,
         ge=0,

@@ -169,6 +169,38 @@ class WeightAverage:
         return trained
 
 
+@torch.no_grad()
+def init_head_from_tag_names(
+    model: TaggerModel,
+    scorer: Predictor,
+    labels: list[str],
+    sample_ids: list[list[int]],
+    multi_hot: torch.Tensor,
+    loss: str,
+) -> None:
+    """Start each tag's head row at the pretrained encoder's embedding of the tag's name.
+
+    A tag's name says what it is about (``ruby-on-rails`` -> "ruby on rails"), which helps most
+    for tags with few questions. Each row is scaled so that, on ``sample_ids`` (training
+    titles), its logits have unit spread, and its bias starts at the tag's prior (log-odds for
+    ``bce``, log-probability for ``softmax``), so the first steps neither drown nor ignore it.
+    """
+    was_training = model.training
+    model.train(False)
+    pad_id = scorer.tokenizer.pad_token_id or 0
+    names = torch.nn.functional.normalize(
+        model.pool(*pad_batch(scorer.encode([t.replace("-", " ") for t in labels]), pad_id)),
+        dim=-1,
+    )
+    cosines = model.pool(*pad_batch(sample_ids, pad_id)) @ names.T
+    mean, spread = cosines.mean(dim=0), cosines.std(dim=0).clamp(min=1e-4)
+    prior = multi_hot.mean(dim=0).clamp(1e-4, 1 - 1e-4)
+    start = torch.log(prior / (1 - prior)) if loss == "bce" else torch.log(prior)
+    model.tagger_head.weight.copy_(names / spread[:, None])
+    model.tagger_head.bias.copy_(start - mean / spread)
+    model.train(was_training)
+
+
 def use_bf16(setting: str) -> bool:
     """Whether training runs under bfloat16 autocast: asked for, or ``auto`` and the CPU has
     native bfloat16 instructions (without them autocast emulates and is slower than fp32)."""
@@ -231,6 +263,8 @@ def train(
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     head_params = list(model.tagger_head.parameters())
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    if config.head_init == "tag_names":
+        init_head_from_tag_names(model, scorer, labels, train_ids[:1024], multi_hot, config.loss)
     optimizer = torch.optim.AdamW(
         [
             {"params": encoder_params, "lr": config.lr_encoder},
