@@ -150,17 +150,20 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay, self.steps = decay, 0
-        self.shadow = {
-            k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad
-        }
+        trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+        self.shadow = {k: p.detach().clone() for k, p in trainable}
+        # The optimizer updates these tensors in place, so the pairs stay valid all run long.
+        self._averages = list(self.shadow.values())
+        self._params = [p.detach() for _, p in trainable]
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        """Fold the weights after this step into the average (``model`` is the one given
+        at construction)."""
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        current = dict(model.named_parameters())
-        for key, average in self.shadow.items():
-            average.lerp_(current[key], 1.0 - decay)
+        for average, param in zip(self._averages, self._params, strict=True):
+            average.lerp_(param, 1.0 - decay)
 
     def swap_in(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Load the averaged weights into ``model``; return the trained ones to restore later."""
