@@ -101,6 +101,9 @@ def tiny_config(tiny_model_dir: Path, **overrides: object):
         "warmup_ratio": 0.0,
         "threads": 1,
         "early_stopping_patience": 5,
+        # Tests of the averaged/frozen recipe ask for it; the rest check plain training.
+        "freeze_embeddings": False,
+        "ema_decay": 0.0,
     }
     values.update(overrides)
     return TrainConfig(**values)

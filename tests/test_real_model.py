@@ -35,6 +35,8 @@ def test_fine_tune_real_minilm_and_serve_it(real_data: Path, tmp_path: Path) -> 
         valid_fraction=0.05,
         lr_encoder=1e-4,
         warmup_ratio=0.1,
+        freeze_embeddings=False,
+        ema_decay=0.0,
     )
     result = train(config, real_data, None, tmp_path)
     metrics = result.metrics

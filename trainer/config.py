@@ -36,8 +36,8 @@ class TrainConfig(BaseSettings):
     max_length: int = Field(48, ge=8, le=512, description="tokens kept per title")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     eval_batch_size: int = Field(128, ge=1, le=4096, description="batch size for validation")
-    epochs: int = Field(3, ge=1, le=100, description="maximum number of epochs")
-    lr_encoder: float = Field(5e-5, gt=0, lt=1, description="learning rate of the encoder")
+    epochs: int = Field(2, ge=1, le=100, description="maximum number of epochs")
+    lr_encoder: float = Field(1e-4, gt=0, lt=1, description="learning rate of the encoder")
     lr_head: float = Field(1e-2, gt=0, lt=1, description="learning rate of the tag head")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of steps spent warming up")
@@ -47,7 +47,7 @@ class TrainConfig(BaseSettings):
         "bce: one sigmoid per tag (independent scores)",
     )
     freeze_embeddings: bool = Field(
-        False, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
+        True, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the tag head")
     head_init: Literal["tag_names", "random"] = Field(
@@ -56,7 +56,7 @@ class TrainConfig(BaseSettings):
         "tag's name, scaled, with the tag's prior as bias; random: the usual initialisation",
     )
     ema_decay: float = Field(
-        0.0,
+        0.998,
         ge=0,
         lt=1,
         description="validate and publish an exponential moving average of the weights with "
