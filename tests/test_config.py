@@ -64,7 +64,7 @@ def test_defaults_are_the_documented_ones() -> None:
 def test_code_defaults_are_the_shipped_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
     """A config file that leaves a key out gets what conf/train.yaml says, so ``--help``
     and a three-line config describe the recipe users actually get."""
-    for name in os.environ:
+    for name in list(os.environ):
         if name.startswith("TRAINER_"):
             monkeypatch.delenv(name)
     shipped = load_config(REPO / "conf" / "train.yaml")
