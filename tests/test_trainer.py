@@ -316,7 +316,7 @@ def test_weight_average_follows_the_weights_and_swaps_back() -> None:
     average = WeightAverage(layer, decay=0.9)
     with torch.no_grad():
         layer.weight.fill_(3.0)
-    average.update(layer)
+    average.update()
     # First step: the decay ramps from (1 + 1) / (10 + 1), well below 0.9.
     ramp = 2 / 11
     expected = start + (3.0 - start) * (1 - ramp)
@@ -326,7 +326,7 @@ def test_weight_average_follows_the_weights_and_swaps_back() -> None:
     layer.load_state_dict(trained)
     assert torch.equal(layer.weight, torch.full((2, 2), 3.0))
     for _ in range(500):
-        average.update(layer)
+        average.update()
     assert torch.allclose(average.shadow["weight"], torch.full((2, 2), 3.0), atol=1e-3)
 
 

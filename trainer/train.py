@@ -157,9 +157,8 @@ class WeightAverage:
         self._params = [p.detach() for _, p in trainable]
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        """Fold the weights after this step into the average (``model`` is the one given
-        at construction)."""
+    def update(self) -> None:
+        """Fold the weights after this step into the average."""
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
         for average, param in zip(self._averages, self._params, strict=True):
@@ -311,7 +310,7 @@ def train(
             optimizer.step()
             schedule.step()
             if ema:
-                ema.update(model)
+                ema.update()
             epoch_loss += loss.item() * len(batch)
             bar.update(len(batch))
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
