@@ -16,6 +16,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from shared.artefacts import verify
+from shared.decision import decide
 from shared.model import TaggerModel, TaggerSpec
 from shared.text import normalize_text
 
@@ -36,13 +37,6 @@ class Prediction:
     predicted: list[str]
 
 
-def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean matrix of predicted tags: score >= threshold, and always the top tag."""
-    chosen = scores >= threshold
-    chosen[np.arange(len(scores)), scores.argmax(axis=1)] = True
-    return chosen
-
-
 class Predictor:
     """Scores texts with one loaded model; thread-compatible for inference (no mutation)."""
 
@@ -53,7 +47,9 @@ class Predictor:
         spec: TaggerSpec,
         batch_size: int = 64,
     ) -> None:
-        self.model = model.train(False)  # dropout off
+        # The mode of ``model`` is its owner's: from_folder hands over one in inference mode,
+        # and the trainer switches its model between training and scoring itself.
+        self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
         self.labels = model.labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.predictor import decide
+from shared.decision import decide
 from trainer.metrics import Truth, tagging_metrics, tune_threshold
 
 LABELS = ["a", "b", "c"]

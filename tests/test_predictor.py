@@ -42,6 +42,23 @@ def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
     assert ((together >= 0) & (together <= 1)).all()
 
 
+def test_predictor_leaves_the_mode_of_a_model_it_is_handed(tiny_model_dir: Path) -> None:
+    """The trainer hands its model in training mode and switches it itself; a Predictor built
+    around it must not turn dropout off behind its back (nor on)."""
+    from transformers import AutoTokenizer
+
+    from shared.model import TaggerModel, TaggerSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    spec = TaggerSpec(threshold=0.5, max_length=24, score="sigmoid")
+    model = TaggerModel.from_base(tiny_model_dir, ["python", "java"]).train(True)
+    Predictor(model, tokenizer, spec)
+    assert model.training and model.dropout.training
+    model.train(False)
+    Predictor(model, tokenizer, spec).scores(["pandas dataframe"])
+    assert not model.training
+
+
 def test_top_k_is_clamped_to_the_label_count(published: ArtefactStore) -> None:
     predictor = Predictor.from_folder(folder_of(published))
     assert len(predictor.predict(["x"], top_k=50)[0].tags) == len(predictor.labels)
