@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.data import DatasetError, parse_tags, read_dataset
-from trainer.train import build_labels
+from trainer.split import build_labels
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -309,7 +309,7 @@ def test_loss_option_sets_the_score_function(
 def test_weight_average_follows_the_weights_and_swaps_back() -> None:
     import torch
 
-    from trainer.train import WeightAverage
+    from trainer.fit import WeightAverage
 
     layer = torch.nn.Linear(2, 2)
     start = layer.weight.detach().clone()
@@ -333,7 +333,7 @@ def test_weight_average_follows_the_weights_and_swaps_back() -> None:
 def test_use_bf16_follows_the_setting() -> None:
     import torch
 
-    from trainer.train import use_bf16
+    from trainer.fit import use_bf16
 
     assert use_bf16("bf16") is True
     assert use_bf16("fp32") is False
@@ -376,21 +376,21 @@ def test_head_starts_at_tag_name_embeddings_with_the_tag_priors(tiny_model_dir: 
 
     from shared.model import TaggerModel, TaggerSpec
     from shared.predictor import Predictor, pad_batch
-    from trainer.train import init_head_from_tag_names
+    from trainer.fit import init_head_from_tag_names
 
     labels = ["python", "java", "ruby-on-rails"]
-    model = TaggerModel.from_base(tiny_model_dir, labels)
+    model = TaggerModel.from_base(tiny_model_dir, labels).train(False)  # dropout off
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     scorer = Predictor(model, tokenizer, TaggerSpec(threshold=0.5, max_length=24, score="sigmoid"))
     titles = ["pandas dataframe", "spring maven", "rails migration", "numpy array", "jvm heap"]
     sample = scorer.encode(titles * 4)
     multi_hot = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]] * 4).float()
     init_head_from_tag_names(model, scorer, labels, sample, multi_hot, "bce")
+    assert not model.training  # the mode it was called in is kept
 
     names = model.pool(*pad_batch(scorer.encode(["python", "java", "ruby on rails"]), 0))
     rows = torch.nn.functional.cosine_similarity(model.tagger_head.weight, names, dim=-1)
     assert torch.allclose(rows, torch.ones(3), atol=1e-5)  # each row points at its tag's name
-    model.train(False)  # dropout off (Predictor already did so)
     with torch.no_grad():
         logits = model(*pad_batch(sample, 0))
     prior = multi_hot.mean(dim=0)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trainer.cli import run_main, setup_logging
 from trainer.config import describe_keys, load_config
+from trainer.split import default_dataset
 
 DEFAULT_CONFIG = "conf/train.yaml"
 DEFAULT_ARTEFACTS = "data/artefacts"
@@ -42,9 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dataset",
         type=Path,
-        default=os.environ.get("TRAINER_DATASET"),
-        required="TRAINER_DATASET" not in os.environ,
-        help="training file (default $TRAINER_DATASET)",
+        default=os.environ.get("TRAINER_DATASET") or None,
+        help="training file (default $TRAINER_DATASET, else data/raw/train.tsv if it is there, "
+        "else the embedded sample data/sample/train.tsv)",
     )
     parser.add_argument(
         "--valid",
@@ -67,15 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     setup_logging(args.log_level)
     config = load_config(args.config)
     if args.force:
         config = config.model_copy(update={"force_promote": True})
+    dataset = args.dataset or default_dataset()
     from trainer.train import train  # heavy imports only after the arguments are good
 
-    result = train(config, args.dataset, args.valid, args.artefacts_dir, config_path=args.config)
+    result = train(config, dataset, args.valid, args.artefacts_dir, config_path=args.config)
     print(f"published {result.version} -> {result.path}")
     if not result.promoted:
         print(f"not promoted: LATEST unchanged ({result.version} scored below it)")

@@ -68,30 +68,36 @@ def baseline_metrics(
     return metrics
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from trainer.cli import setup_logging
     from trainer.config import load_config
-    from trainer.train import prepare_split
+    from trainer.split import default_dataset, prepare_split
 
     parser = argparse.ArgumentParser(prog="python -m trainer.baseline", description=__doc__)
     parser.add_argument("--config", type=Path, default=Path("conf/train.yaml"))
-    parser.add_argument("--dataset", type=Path, required=True, help="training file")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        help="training file (default: data/raw/train.tsv if it is there, else the embedded sample)",
+    )
     parser.add_argument("--valid", type=Path, help="validation file (default: carved as trainer)")
     parser.add_argument(
         "--eval", type=Path, help="also score this file with the threshold tuned on validation"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_logging("WARNING")
     config = load_config(args.config)
-    train, valid, labels, _ = prepare_split(config, args.dataset, args.valid)
-    model = Baseline.fit(train, labels)
-    threshold = tune_threshold(model.scores(valid.titles), Truth.build(valid.tags, labels))
-    target = valid
+    split = prepare_split(config, args.dataset or default_dataset(), args.valid)
+    model = Baseline.fit(split.train, split.labels)
+    threshold = tune_threshold(
+        model.scores(split.valid.titles), Truth.build(split.valid.tags, split.labels)
+    )
+    target = split.valid
     if args.eval:
         from shared.data import read_dataset
 
         target = read_dataset(args.eval, first_tag_only=config.first_tag_only)
-    metrics = tagging_metrics(model.scores(target.titles), threshold, target.tags, labels)
+    metrics = tagging_metrics(model.scores(target.titles), threshold, target.tags, split.labels)
     print(json.dumps(metrics))
     return 0
 

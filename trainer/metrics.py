@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from shared.predictor import decide
+from shared.decision import decide
+
+# The figures a run is summed up by: logged per epoch, in the manifest, the model card and
+# `versions list`, in this order.
+HEADLINE_METRICS = ("micro_f1", "macro_f1", "p_at_1", "recall_at_5")
 
 
 @dataclass(frozen=True)

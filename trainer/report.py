@@ -13,9 +13,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from trainer.config import TrainConfig
+from trainer.metrics import HEADLINE_METRICS
+
 CURVES_FILE = "curves.png"
 PER_TAG_FILE = "per_tag_f1.png"
-KEYS = ("micro_f1", "macro_f1", "p_at_1", "recall_at_5")
 DATA_ATTRIBUTION = (
     "Stack Overflow question titles and tags (the public 'Predict tags on StackOverflow' data "
     "of the HSE NLP course, or data in the same format). Stack Overflow user content is "
@@ -28,7 +30,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
     loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
     loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss")
-    for key in KEYS:
+    for key in HEADLINE_METRICS:
         metric_ax.plot(epochs, [h[f"valid_{key}"] for h in history], marker="o", label=key)
     metric_ax.set(title="validation", xlabel="epoch", ylim=(0, 1))
     metric_ax.legend(loc="lower right")
@@ -58,7 +60,7 @@ def write_model_card(folder: Path, version: str, doc: dict[str, Any], info: dict
         f"| {key} | {valid[key]:.4f} | "
         + (f"{baseline[key]:.4f}" if key in baseline else "n/a")
         + " |"
-        for key in KEYS
+        for key in HEADLINE_METRICS
     )
     per_tag = sorted(valid["per_tag"].items(), key=lambda kv: -kv[1]["support"])
     tag_rows = "\n".join(
@@ -123,3 +125,21 @@ def write_report(folder: Path, version: str, doc: dict[str, Any], info: dict[str
     plot_curves(doc["history"], folder / CURVES_FILE)
     plot_per_tag(doc["valid"]["per_tag"], folder / PER_TAG_FILE)
     write_model_card(folder, version, doc, info)
+
+
+def describe_recipe(config: TrainConfig, bf16: bool, best_epoch: int) -> str:
+    """One sentence for the model card: loss, precision, epochs and which weights were kept."""
+    loss = {
+        "bce": "binary cross-entropy (one sigmoid per tag)",
+        "softmax": "cross-entropy against the tags spread evenly (softmax)",
+    }[config.loss]
+    weights = (
+        f"an exponential moving average of the weights (decay {config.ema_decay})"
+        if config.ema_decay
+        else "the weights as trained"
+    )
+    return (
+        f"{loss}, {'bf16 autocast' if bf16 else 'fp32'}, encoder learning rate "
+        f"{config.lr_encoder}, head {config.lr_head}; published: {weights} after epoch "
+        f"{best_epoch}"
+    )

