@@ -12,7 +12,7 @@ import pytest
 from shared.artefacts import ArtefactStore
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data" / "stackoverflow"
+SAMPLE_DATA = REPO / "data" / "sample"  # the embedded real data set, committed
 
 # Titles a tiny model can learn in a few steps: each tag has its own words.
 TOPICS = {

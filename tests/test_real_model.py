@@ -1,5 +1,5 @@
 """The real all-MiniLM-L6-v2 (from its PyPI package) fine-tuned for a few steps on real
-Stack Overflow titles, then served by the API."""
+Stack Overflow titles (the embedded sample), then served by the API."""
 
 from __future__ import annotations
 
@@ -10,22 +10,15 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ApiSettings
-from tests.conftest import SHARED_DATA
+from tests.conftest import SAMPLE_DATA
 from trainer.config import TrainConfig
 from trainer.train import train
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def real_data() -> Path:
-    path = SHARED_DATA / "train.tsv"
-    if not path.is_file():
-        pytest.skip(f"{path} is not on this machine")
-    return path
-
-
-def test_fine_tune_real_minilm_and_serve_it(real_data: Path, tmp_path: Path) -> None:
+def test_fine_tune_real_minilm_and_serve_it(tmp_path: Path) -> None:
+    real_data = SAMPLE_DATA / "train.tsv"
     config = TrainConfig(
         epochs=1,
         batch_size=16,
