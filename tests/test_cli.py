@@ -1,0 +1,108 @@
+"""The `tagger` command and the trainer's choice of dataset when none is given."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.artefacts import ArtefactStore
+from shared.data import read_dataset
+from tests.conftest import REPO, SAMPLE_DATA
+from trainer.split import PUBLIC_DATASET, SAMPLE_DATASET, default_dataset
+
+TAGGER = Path(sys.executable).parent / "tagger"  # installed by `make setup` (pip install -e .)
+
+
+def tagger(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None):
+    import os
+
+    return subprocess.run(
+        [str(TAGGER), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_the_sample_is_real_data_in_the_trainers_format() -> None:
+    assert SAMPLE_DATASET == SAMPLE_DATA / "train.tsv"
+    train, valid = read_dataset(SAMPLE_DATA / "train.tsv"), read_dataset(SAMPLE_DATA / "valid.tsv")
+    assert (len(train), len(valid)) == (21_000, 3_000)
+    assert not train.skipped and not valid.skipped
+    assert len({t for row in train.tags for t in row}) == 100
+    assert "CC BY-SA" in (SAMPLE_DATA / "README.md").read_text()
+
+
+def test_default_dataset_is_the_public_set_when_there_else_the_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="trainer.split"):
+        assert default_dataset() == SAMPLE_DATASET
+    assert "embedded sample" in caplog.text
+
+    (tmp_path / PUBLIC_DATASET).parent.mkdir(parents=True)
+    (tmp_path / PUBLIC_DATASET).write_text("title\ttags\nx\t['a']\n")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trainer.split"):
+        assert default_dataset() == PUBLIC_DATASET
+    assert "the public set" in caplog.text
+
+
+def test_tagger_lists_its_commands_and_refuses_unknown_ones() -> None:
+    assert TAGGER.is_file(), "the tagger command is not installed: run make setup"
+    listing = tagger("--help")
+    assert listing.returncode == 0
+    for command in ("train", "evaluate", "versions", "serve", "predict"):
+        assert f"  {command}" in listing.stdout
+    unknown = tagger("fly")
+    assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
+    # Each subcommand is its module's own command line, options and all.
+    assert "--artefacts-dir" in tagger("train", "--help").stdout
+    assert "--port" in tagger("serve", "--help").stdout
+
+
+def test_tagger_train_without_a_dataset_trains_on_the_sample(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """From a folder with no data/raw/, as on a fresh clone: the sample is used and logged,
+    and the other subcommands work on what it published."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(tiny_model_dir),
+                "epochs": 1,
+                "max_train_examples": 64,
+                "max_valid_examples": 32,
+                "baseline": False,
+            }
+        )
+    )
+    art = tmp_path / "art"
+    trained = tagger("train", "--config", str(config), "--artefacts-dir", str(art), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert f"embedded sample {SAMPLE_DATASET}" in trained.stderr
+    version = ArtefactStore(art).latest()
+    assert version and f"published {version}" in trained.stdout
+    resolved = yaml.safe_load((art / version / "train_config.yaml").read_text())
+    assert resolved["dataset"] == str(SAMPLE_DATASET)
+
+    listing = tagger("versions", "--artefacts-dir", str(art), "list")
+    assert listing.returncode == 0 and f"* {version}" in listing.stdout
+    predicted = tagger("predict", "--artefacts-dir", str(art), "--json", "How to sort a list?")
+    assert predicted.returncode == 0, predicted.stderr
+    assert f'"model_version": "{version}"' in predicted.stdout
+    scored = tagger(
+        "evaluate", "--artefact", str(art / version), "--dataset", str(SAMPLE_DATA / "valid.tsv")
+    )
+    assert scored.returncode == 0 and '"n": 3000' in scored.stdout
+    bad = tagger("versions", "--artefacts-dir", str(art), "use", "nope")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")
