@@ -109,7 +109,7 @@ class ApiMetrics:
         )
         self.predicted_top1 = Counter(
             "tagger_predicted_top1",
-            "texts answered, by their top-scored tag",
+            "texts scored, by their top-scored tag",
             ["tag"],
             registry=registry,
         )
@@ -147,10 +147,15 @@ class ApiMetrics:
         # Label children are looked up once per label set, not once per request.
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._top1_children: dict[str, Counter] = {}
+        self._state: StateCollector | None = None
 
     def watch(self, manager: ModelManager, inference: InferenceService) -> None:
-        """Export the state of ``manager`` and ``inference``, read at each scrape."""
-        self.registry.register(StateCollector(manager, inference))
+        """Export the state of ``manager`` and ``inference``, read at each scrape (replacing
+        those of an earlier run of the app's lifespan)."""
+        if self._state is not None:
+            self.registry.unregister(self._state)
+        self._state = StateCollector(manager, inference)
+        self.registry.register(self._state)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """Every metric in the format the ``Accept`` header asks for (the Prometheus text

@@ -292,3 +292,13 @@ def test_text_format_shows_the_request_fields() -> None:
 def test_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="text, json"):
         setup_logging("info", "yaml", stream=io.StringIO())
+
+
+def test_an_app_can_start_twice(published: ArtefactStore) -> None:
+    app = make_client(published.root).app
+    for _ in range(2):
+        with TestClient(app) as c:
+            c.post("/predict", json={"text": "pandas"})
+            samples = scrape(c)
+    assert value(samples, "tagger_model_loaded") == 1
+    assert value(samples, "tagger_model_reload_attempts_total") == 2  # one per start
