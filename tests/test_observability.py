@@ -302,3 +302,23 @@ def test_an_app_can_start_twice(published: ArtefactStore) -> None:
             samples = scrape(c)
     assert value(samples, "tagger_model_loaded") == 1
     assert value(samples, "tagger_model_reload_attempts_total") == 2  # one per start
+
+
+def test_trainer_log_format_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.logs import UtcJsonFormatter
+    from trainer.cli import setup_logging as trainer_logging
+    from trainer.config import ConfigError
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        monkeypatch.setenv("TRAINER_LOG_FORMAT", "json")
+        trainer_logging("INFO")
+        (ours,) = [h for h in root.handlers if h.get_name() == "tagger"]
+        assert isinstance(ours.formatter, UtcJsonFormatter)
+        monkeypatch.setenv("TRAINER_LOG_FORMAT", "xml")
+        with pytest.raises(ConfigError, match="TRAINER_LOG_FORMAT"):
+            trainer_logging("INFO")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
