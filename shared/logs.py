@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 LogFormat = Literal["text", "json"]
@@ -55,6 +56,8 @@ class UtcJsonFormatter(JsonFormatter):
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            # uvicorn adds its message again with terminal colour codes: not for a log store.
+            reserved_attrs=[*RESERVED_ATTRS, "color_message", "taskName"],
         )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:

@@ -153,6 +153,7 @@ def test_retrain_is_served_without_restart_or_failed_requests(
     # API_LOG_FORMAT=json: every line, uvicorn's own included, is one JSON object.
     lines = [json.loads(line) for line in log.splitlines()]
     assert {"uvicorn.error", "api.model_manager", "api.access"} <= {r["logger"] for r in lines}
+    assert not [r for r in lines if "color_message" in r]  # uvicorn's terminal copy dropped
     predicts = [r for r in lines if r.get("route") == "/predict"]
     assert len(predicts) == len(seen)
     assert all(r["status"] == 200 and r["texts"] == 2 and r["request_id"] for r in predicts)
