@@ -87,7 +87,7 @@ echo "$answer"
 [ "$(status "$URL/nope")" = 404 ] || fail "unknown route is not 404"
 
 step "retrain while a client polls /predict"
-python3 tests/e2e/poll.py "$URL" "$WORK/stop" 600 > "$WORK/poll.json" &
+python3 tests/e2e/poll.py "$URL" "$WORK/stop" 3600 > "$WORK/poll.json" &
 poller=$!
 v2=$(train); [ -n "$v2" ] && [ "$v2" != "$v1" ] || fail "second training did not publish a new version"
 published=$SECONDS
