@@ -88,9 +88,10 @@ test: setup ## run every test tier (unit, integration, real MiniLM)
 test-fast: setup ## unit tests only (no subprocess servers, no real MiniLM)
 	$(PY) -m pytest -m "not integration and not slow"
 
-bench: setup ## serving benchmark: raw model vs API (batching on/off) under wrk load; needs wrk
+# BENCH_ARGS: more options of python -m bench.run, e.g. BENCH_ARGS="--modes batching --obs-rounds 5".
+bench: setup ## serving benchmark: raw model vs API (batching on/off, instrumentation on/off) under wrk load; needs wrk
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
-	$(PY) -m bench.run --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS)
+	$(PY) -m bench.run --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) $(BENCH_ARGS)
 
 e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh

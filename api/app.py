@@ -10,13 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import swagger_ui_bundle
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.inference import InferenceService
+from api.metrics import ApiMetrics
+from api.middleware import RequestMiddleware
 from api.model_manager import ModelManager
 from api.routes import router
 from api.settings import ApiSettings
@@ -29,13 +31,25 @@ Tags Stack Overflow questions from their titles with a fine-tuned MiniLM model.
 
 The service serves the version named by `LATEST` in the artefacts directory and switches to a
 newly published version by itself (no restart, no failed request). Every error is JSON:
-`{"error": code, "message": text}`.
+`{"error": code, "message": text, "request_id": id}`.
+
+**Request ids.** Send `X-Request-ID` (1-128 of letters, digits and `._:/+=-`) to have it
+echoed in the response header, in error bodies and in every log line of the request;
+without one (or with another value) the API makes one up and returns it the same way.
+
+**Monitoring.** `GET /metrics` answers in the Prometheus text format (OpenMetrics when the
+scraper asks for it): requests by route, method and status, latency histograms, batch sizes
+and queue waits, queue depth, overload refusals, the served model version and its reloads,
+the top predicted tag per tag, input lengths in tokens, and process metrics. It is for a
+Prometheus server, not for clients, so it is not listed among the routes below
+(`API_METRICS=false` turns it off).
 """
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the app; the model is loaded in the lifespan, before the first request."""
     settings = settings or ApiSettings()
+    metrics = ApiMetrics() if settings.metrics else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +62,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             verify_checksums=settings.verify_checksums,
             torch_executor=torch_executor,
             precision=settings.precision,
+            metrics=metrics,
         )
         inference = InferenceService(
             manager,
@@ -56,8 +71,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             max_wait_ms=settings.max_wait_ms,
             queue_depth=settings.queue_depth,
             torch_executor=torch_executor,
+            metrics=metrics,
         )
         app.state.manager, app.state.inference = manager, inference
+        if metrics is not None:
+            metrics.watch(manager, inference)
         await manager.start()
         inference.start()
         watcher = asyncio.create_task(manager.watch(settings.poll_interval_s), name="watch-latest")
@@ -80,10 +98,23 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     app.include_router(router)
+    if metrics is not None:
+        _serve_metrics(app, metrics)
     _serve_docs_offline(app)
     return app
+
+
+def _serve_metrics(app: FastAPI, metrics: ApiMetrics) -> None:
+    """GET /metrics for Prometheus (described in the page's text, not among the routes)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": content_type})
 
 
 def _serve_docs_offline(app: FastAPI) -> None:

@@ -1,4 +1,5 @@
-"""Every error leaves the API as JSON ``{"error", "message", "details"?}``: no HTML, no traces."""
+"""Every error leaves the API as JSON ``{"error", "message", "details"?, "request_id"}``: no
+HTML, no traces."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.logs import request_context
+
+REQUEST_ID_HEADER = "X-Request-ID"
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,9 @@ def error_response(
     body: dict[str, Any] = {"error": code, "message": message}
     if details is not None:
         body["details"] = jsonable_encoder(details)
+    context = request_context.get()
+    if context is not None:
+        body["request_id"] = context.request_id
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -77,4 +85,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error; see the API log")
+        # This handler runs outside the request middleware, which cannot add the header here.
+        context = request_context.get()
+        headers = {REQUEST_ID_HEADER: context.request_id} if context is not None else None
+        return error_response(
+            500, "internal_error", "internal server error; see the API log", headers=headers
+        )

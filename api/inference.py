@@ -25,9 +25,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from api.model_manager import LoadedModel, ModelManager
 from shared.predictor import Prediction
+
+if TYPE_CHECKING:
+    from api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +77,10 @@ class InferenceService:
         max_wait_ms: float = 10.0,
         queue_depth: int = 1024,
         torch_executor: ThreadPoolExecutor | None = None,
+        metrics: ApiMetrics | None = None,
     ) -> None:
         self.manager = manager
+        self.metrics = metrics
         self.batching = batching
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -89,6 +95,11 @@ class InferenceService:
         self._worker: asyncio.Task[None] | None = None
         self._last_batch_jobs = 0
         self._last_batch_end = 0.0
+
+    @property
+    def waiting_texts(self) -> int:
+        """Texts queued and not yet taken into a batch."""
+        return self._waiting_texts
 
     def start(self) -> None:
         if self.batching and self._worker is None:
@@ -133,7 +144,10 @@ class InferenceService:
         if model is None:
             raise ModelNotReady()
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         result = await loop.run_in_executor(self._executor, model.predictor.predict, texts, top_k)
+        if self.metrics is not None:
+            self.metrics.observe_batch((), time.monotonic() - started, result)
         return model, result
 
     def _take(self, room: int, first: bool) -> list[_Job]:
@@ -198,6 +212,7 @@ class InferenceService:
         texts = [t for job in batch for t in job.texts]
         top_k = max(job.top_k for job in batch)
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         try:
             results = await loop.run_in_executor(
                 self._executor, model.predictor.predict, texts, top_k
@@ -205,6 +220,9 @@ class InferenceService:
         except Exception as exc:
             _fail(batch, exc)
             return
+        if self.metrics is not None:
+            waits = (started - job.enqueued for job in batch)
+            self.metrics.observe_batch(waits, time.monotonic() - started, results)
         self.stats.batches += 1
         self.stats.texts += len(texts)
         start = 0
@@ -224,4 +242,6 @@ def _fail(batch: list[_Job], exc: BaseException) -> None:
 def _cut(prediction: Prediction, top_k: int) -> Prediction:
     if len(prediction.tags) <= top_k:
         return prediction
-    return Prediction(tags=prediction.tags[:top_k], predicted=prediction.predicted)
+    return Prediction(
+        tags=prediction.tags[:top_k], predicted=prediction.predicted, tokens=prediction.tokens
+    )

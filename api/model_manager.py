@@ -15,15 +15,19 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shared.artefacts import ArtefactError, ArtefactStore, verify
 from shared.predictor import Predictor
+
+if TYPE_CHECKING:
+    from api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class ModelManager:
     failed: dict[str, str] = field(default_factory=dict)
     latest_seen: str | None = None  # the last version name read from LATEST
     latest_error: str | None = None  # why LATEST cannot be read now
+    metrics: ApiMetrics | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def load_version(self, version: str) -> LoadedModel:
@@ -74,16 +79,32 @@ class ModelManager:
         )
 
     async def _try_load(self, version: str) -> LoadedModel | None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.reload_attempts.inc()
+        started = time.monotonic()
+        stage = "verification"
         try:
             if self.verify_checksums:
                 await asyncio.to_thread(verify, self.store.version_path(version))
+            stage = "load"
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.torch_executor, self.load_version, version)
+            loaded = await loop.run_in_executor(self.torch_executor, self.load_version, version)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             self.failed[version] = message
-            log.error("version %s cannot be served, skipping it: %s", version, message)
+            if metrics is not None:
+                metrics.reload_failures.labels(stage).inc()
+            log.error(
+                "version %s cannot be served, skipping it: %s",
+                version,
+                message,
+                extra={"version": version, "reason": stage},
+            )
             return None
+        if metrics is not None:
+            metrics.observe_load(loaded.predictor.labels, time.monotonic() - started)
+        return loaded
 
     async def refresh(self) -> bool:
         """Load the version ``LATEST`` names if it is new; True when a swap happened."""
@@ -105,7 +126,12 @@ class ModelManager:
                 return False
             previous = self.current.version if self.current else None
             self.current = loaded
-            log.info("now serving version %s (was %s)", latest, previous)
+            log.info(
+                "now serving version %s (was %s)",
+                latest,
+                previous,
+                extra={"model_version": latest, "previous_version": previous},
+            )
             return True
 
     async def start(self) -> None:

@@ -23,6 +23,7 @@ from api.schemas import (
     StatusResponse,
 )
 from api.settings import ApiSettings
+from shared.logs import request_context
 
 router = APIRouter()
 T = TypeVar("T")
@@ -90,6 +91,9 @@ async def _predict(
     inference: InferenceService,
     manager: ModelManager,
 ) -> JSONResponse:
+    context = request_context.get()
+    if context is not None:  # for the access log and the texts-per-request histogram
+        context.texts = len(texts)
     if len(texts) > settings.max_texts:
         raise ApiError(
             422,
@@ -117,6 +121,8 @@ async def _predict(
             "too many texts are waiting for the model; retry shortly",
             headers={"Retry-After": "1"},
         ) from None
+    if context is not None:
+        context.model_version = model.version
     # Built as plain JSON (the shape of PredictResponse, which documents it): validating our
     # own output again per request costs CPU the model needs.
     return JSONResponse(

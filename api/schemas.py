@@ -95,6 +95,11 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="machine-readable code", examples=["model_not_ready"])
     message: str = Field(description="what went wrong and what to do")
     details: list[dict[str, Any]] | None = None
+    request_id: str | None = Field(
+        None,
+        description="this request's id (the X-Request-ID header): quote it to find our log lines",
+        examples=["3f2b9c1e8d7a4f60a1b2c3d4e5f60718"],
+    )
 
 
 class HealthResponse(BaseModel):

@@ -34,4 +34,8 @@ class ApiSettings(BaseSettings):
     )
     torch_threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: default)")
     log_level: str = Field("info", description="uvicorn and app log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (human-readable lines) or json (one object per line)"
+    )
+    metrics: bool = Field(True, description="GET /metrics (Prometheus) and its instrumentation")
     graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")

@@ -4,7 +4,10 @@
 2. the real API (``python -m api`` under uvicorn) on 127.0.0.1 with the same artefact, with
    micro-batching on and off, driven by ``wrk`` (another process) at several concurrencies,
    one title per request;
-3. memory (resident with one model, peak during a hot swap) and start-up time to ``/ready``.
+3. memory (resident with one model, peak during a hot swap) and start-up time to ``/ready``;
+4. the cost of the instrumentation: two API processes, one with it (metrics on, JSON access
+   log at info, as in production) and one without (``API_METRICS=false``, log level warning),
+   driven in turn, several interleaved rounds, at concurrency 1 and 32 (medians compared).
 Prints a table, writes the same as JSON under data/bench/, and checks the targets
 (exit code 1 if one is missed).
 """
@@ -209,6 +212,63 @@ def swap_peak(server: Server, store_root: Path, version: str) -> dict[str, float
     }
 
 
+INSTRUMENTED = {"API_METRICS": "true", "API_LOG_FORMAT": "json", "API_LOG_LEVEL": "info"}
+UNINSTRUMENTED = {"API_METRICS": "false", "API_LOG_LEVEL": "warning"}
+
+
+def instrumentation_cost(
+    store_root: Path, bodies: Path, levels: list[int], rounds: int, duration: int, threads: int
+) -> dict[str, Any]:
+    """The same load on an instrumented and an uninstrumented API, interleaved: both run
+    side by side (the idle one only polls LATEST), each level is driven on one then the other,
+    in alternating order, ``rounds`` times; medians per level, and the relative cost."""
+    extra = {"API_POLL_INTERVAL_S": "2"}
+    if threads:
+        extra["API_TORCH_THREADS"] = str(threads)
+    servers = {
+        "on": Server(store_root, {**INSTRUMENTED, **extra}),
+        "off": Server(store_root, {**UNINSTRUMENTED, **extra}),
+    }
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+        name: {level: [] for level in levels} for name in servers
+    }
+    try:
+        for server in servers.values():
+            drive(server.url, bodies, 8, 3)  # warm-up
+        for rep in range(rounds):
+            order = ["on", "off"] if rep % 2 == 0 else ["off", "on"]
+            for level in levels:
+                for name in order:
+                    row = drive(servers[name].url, bodies, level, duration)
+                    runs[name][level].append(row)
+                    print(json.dumps({"instrumentation": name, "round": rep, **row}), flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    medians = {
+        name: {
+            level: {
+                "throughput": round(statistics.median(r["throughput"] for r in rows), 1),
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in rows), 2),
+                "errors": sum(r["errors"] for r in rows),
+            }
+            for level, rows in by_level.items()
+        }
+        for name, by_level in runs.items()
+    }
+    cost: dict[str, float | None] = {}
+    for level in levels:
+        on, off = medians["on"][level], medians["off"][level]
+        measured = min(on["p50_ms"], off["p50_ms"], on["throughput"], off["throughput"]) > 0
+        cost[f"c{level}_p50_slower_pct"] = (
+            round((on["p50_ms"] / off["p50_ms"] - 1) * 100, 2) if measured else None
+        )
+        cost[f"c{level}_throughput_lower_pct"] = (
+            round((1 - on["throughput"] / off["throughput"]) * 100, 2) if measured else None
+        )
+    return {"rounds": rounds, "medians": medians, "cost": cost, "runs": runs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="titles to send (any format)")
@@ -222,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         default="batching,no-batching,int8",
         help="API modes to drive (comma-separated): batching, no-batching, int8 (with batching)",
     )
+    parser.add_argument(
+        "--obs-rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of the instrumentation on/off comparison (0: skip it)",
+    )
+    parser.add_argument("--obs-levels", default="1,32", help="its concurrency levels")
     args = parser.parse_args(argv)
 
     from shared.artefacts import ArtefactStore
@@ -288,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
                 results["modes"][mode] = entry
             finally:
                 server.stop()
+        if args.obs_rounds > 0:
+            print("API, instrumentation on vs off ...", flush=True)
+            obs_levels = [int(x) for x in args.obs_levels.split(",")]
+            results["instrumentation"] = instrumentation_cost(
+                store_root, bodies, obs_levels, args.obs_rounds, args.duration, args.threads
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -356,6 +429,12 @@ def check(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     ready = results["modes"]["batching"]["ready_s"]
     checks.append({"check": "start to /ready < 5 s", "value": ready, "ok": ready < 5})
+    cost = results.get("instrumentation", {}).get("cost", {})
+    for key in ("c1_p50_slower_pct", "c32_throughput_lower_pct"):
+        if key in cost:
+            value = cost[key]
+            ok = value is not None and value <= 3
+            checks.append({"check": f"instrumentation {key} <= 3", "value": value, "ok": ok})
     return checks
 
 
@@ -392,6 +471,17 @@ def print_table(results: dict[str, Any]) -> None:
         f"\nstart to /ready {on['ready_s']} s; RSS idle {on['rss_idle_mib']} MiB, after load "
         f"{on['rss_loaded_mib']} MiB; hot swap: {on['swap']}"
     )
+    instrumentation = results.get("instrumentation")
+    if instrumentation:
+        print(
+            f"\ninstrumentation (medians of {instrumentation['rounds']} interleaved rounds; on ="
+            " metrics + JSON access log, off = API_METRICS=false, log level warning):"
+        )
+        print(f"{'':<5} {'conc':>5} {'req/s':>8} {'p50 ms':>8}")
+        for name, by_level in instrumentation["medians"].items():
+            for level, row in by_level.items():
+                print(f"{name:<5} {level:>5} {row['throughput']:>8.1f} {row['p50_ms']:>8.2f}")
+        print(f"cost: {instrumentation['cost']}")
     for c in results["checks"]:
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']}")
 

@@ -179,7 +179,7 @@ class ArtefactStore:
             _fsync_tree(folder)
             os.rename(folder, self.root / version)
             _fsync_dir(self.root)
-            log.info("published version %s in %s", version, self.root)
+            log.info("published version %s in %s", version, self.root, extra={"version": version})
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -31,10 +31,12 @@ class TagScore:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Tags of one text: the ``top_k`` by score, and those the model decides on."""
+    """Tags of one text: the ``top_k`` by score, and those the model decides on; ``tokens``
+    is how many tokens the model read (special tokens included, after truncation)."""
 
     tags: list[TagScore]
     predicted: list[str]
+    tokens: int = 0
 
 
 class Predictor:
@@ -90,13 +92,15 @@ class Predictor:
         encoded = self.tokenizer(cleaned, truncation=True, max_length=self.spec.max_length)
         return list(encoded["input_ids"])
 
-    @torch.inference_mode()
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """Probability of every label for every text, shape ``(len(texts), len(labels))``.
 
         Texts are run in batches of similar length, so padding stays small.
         """
-        ids = self.encode(texts)
+        return self._scores_of(self.encode(texts))
+
+    @torch.inference_mode()
+    def _scores_of(self, ids: list[list[int]]) -> np.ndarray:
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), self.batch_size):
@@ -110,17 +114,19 @@ class Predictor:
 
     def predict(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:
         """Top ``top_k`` tags with scores, and the decided tags, for each text in order."""
-        scores = self.scores(texts)
+        ids = self.encode(texts)
+        scores = self._scores_of(ids)
         chosen = decide(scores, self.threshold)
         top_k = max(1, min(top_k, len(self.labels)))
         results = []
-        for row, picked in zip(scores, chosen, strict=True):
+        for row, picked, tokens in zip(scores, chosen, ids, strict=True):
             order = np.argsort(-row, kind="stable")
             top, decided = order[:top_k], order[picked[order]]
             results.append(
                 Prediction(
                     tags=[TagScore(self.labels[i], round(float(row[i]), 6)) for i in top],
                     predicted=[self.labels[i] for i in decided],
+                    tokens=len(tokens),
                 )
             )
         return results

@@ -3,6 +3,7 @@ while a client polls, with zero failed requests."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,13 +51,16 @@ def api_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str
         "API_PORT": str(port),
         "API_POLL_INTERVAL_S": "0.2",
         "API_LOG_LEVEL": "info",
+        "API_LOG_FORMAT": "json",
     }
+    # A file, not a pipe: one access line per request would fill a pipe nobody reads yet.
+    log_file = (tmp_path / "api.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "api"],
         cwd=REPO,
         env=env,
         text=True,
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -67,13 +71,14 @@ def api_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str
                 break
         except httpx.TransportError:
             pass
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert proc.poll() is None, (tmp_path / "api.log").read_text()
         assert time.monotonic() < deadline, "API did not start"
         time.sleep(0.2)
     yield url, artefacts, proc
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    log_file.close()
 
 
 def test_retrain_is_served_without_restart_or_failed_requests(
@@ -142,6 +147,14 @@ def test_retrain_is_served_without_restart_or_failed_requests(
     # the signal, so the exit status is "terminated by SIGTERM" after a clean shutdown.
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-    log = proc.stdout.read() if proc.stdout else ""
+    log = (artefacts.parent / "api.log").read_text()
     assert "Application shutdown complete" in log, log[-2000:]
     assert "Traceback" not in log, log[-2000:]
+    # API_LOG_FORMAT=json: every line, uvicorn's own included, is one JSON object.
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert {"uvicorn.error", "api.model_manager", "api.access"} <= {r["logger"] for r in lines}
+    assert not [r for r in lines if "color_message" in r]  # uvicorn's terminal copy dropped
+    predicts = [r for r in lines if r.get("route") == "/predict"]
+    assert len(predicts) == len(seen)
+    assert all(r["status"] == 200 and r["texts"] == 2 and r["request_id"] for r in predicts)
+    assert {r["model_version"] for r in predicts} == {first, second}

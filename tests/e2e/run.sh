@@ -4,6 +4,8 @@
 #   data folder as on a fresh clone -> up api -> healthy ->
 #   /predict names the new version -> /docs, /openapi.json -> retrain while a client polls:
 #   new version served within seconds, zero failed requests -> restart api: newest served ->
+#   monitoring profile with two api replicas: Prometheus scrapes both and counts exactly the
+#   requests sent; the api logs JSON lines carrying the request ids ->
 #   docker compose down -v (also on failure).
 # Talks to the services only through the port published on 127.0.0.1.
 set -euo pipefail
@@ -11,11 +13,14 @@ cd "$(dirname "$0")/../.."
 
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-tagger-e2e}
 export API_PORT=${E2E_PORT:-18000}
+export API_PORT_2=$((API_PORT + 1))
+export PROMETHEUS_PORT=${E2E_PROMETHEUS_PORT:-19090}
 export API_POLL_INTERVAL_S=1
 export TRAIN_CONFIG=train-quick.yaml
 export DATASET_FILE=
 export VALID_PATH=
 URL="http://127.0.0.1:${API_PORT}"
+PROM="http://127.0.0.1:${PROMETHEUS_PORT}"
 SOURCE=${E2E_DATA:-data/sample/train.tsv}
 
 WORK=$(mktemp -d)
@@ -24,11 +29,15 @@ mkdir -p "$DATA_DIR"   # empty, as ./data/raw on a fresh clone
 chmod -R a+rX "$WORK"
 
 step() { printf '\n== e2e %s: %s\n' "$(date +%T)" "$*"; }
-fail() { echo "E2E FAILED: $*" >&2; docker compose logs --no-color --tail 50 api >&2 || true; exit 1; }
+fail() {
+  echo "E2E FAILED: $*" >&2
+  docker compose --profile monitoring logs --no-color --tail 50 api prometheus >&2 || true
+  exit 1
+}
 cleanup() {
   step "docker compose down -v"
   touch "$WORK/stop"
-  docker compose down -v --remove-orphans >/dev/null 2>&1 || true
+  docker compose --profile monitoring --profile train down -v --remove-orphans >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -45,18 +54,19 @@ train() {
   grep -m1 'dataset' "$WORK/train.log" >&2 || true
   sed -n 's/^published \([^ ]*\) .*/\1/p' "$WORK/train.out" | tail -1
 }
-wait_healthy() {
+wait_healthy() {  # [replicas]: every api container healthy
+  local want=${1:-1} state
   for _ in $(seq 1 120); do
-    state=$(docker inspect -f '{{.State.Health.Status}}' "$(docker compose ps -q api)" 2>/dev/null || echo none)
-    [ "$state" = healthy ] && return 0
+    state=$(docker compose ps -q api | xargs -r docker inspect -f '{{.State.Health.Status}}' 2>/dev/null | sort | uniq -c | xargs || true)
+    [ "$state" = "$want healthy" ] && return 0
     sleep 1
   done
-  fail "api not healthy after 120 s (state: $state)"
+  fail "api not healthy after 120 s (want $want healthy, got: ${state:-none})"
 }
 SECONDS=0
 
-step "build both images"
-docker compose --profile train build
+step "build the images (api, trainer, prometheus)"
+docker compose --profile train --profile monitoring build
 
 step "train v1 with the quick config, no data given: the embedded sample in the image"
 v1=$(train); [ -n "$v1" ] || fail "trainer printed no version"
@@ -81,7 +91,7 @@ step "retrain on a data folder with 800 real questions while a client polls /pre
 # Another data set than v1's: the gate could rightly keep v1, so this run is forced.
 head -n 801 "$SOURCE" > "$DATA_DIR/train.tsv"   # header + 800 questions
 chmod a+r "$DATA_DIR/train.tsv"
-python3 tests/e2e/poll.py "$URL" "$WORK/stop" 600 > "$WORK/poll.json" &
+python3 tests/e2e/poll.py "$URL" "$WORK/stop" 3600 > "$WORK/poll.json" &
 poller=$!
 v2=$(train -e TRAINER_FORCE_PROMOTE=true); [ -n "$v2" ] && [ "$v2" != "$v1" ] || fail "second training did not publish a new version"
 published=$SECONDS
@@ -105,6 +115,27 @@ docker compose stop api
 docker compose up -d api
 wait_healthy
 [ "$(get "$URL/model" | field version)" = "$v2" ] || fail "restarted api does not serve $v2"
+
+step "monitoring profile, two api replicas: Prometheus scrapes both, counts what is sent"
+replicas=(-f compose.yaml -f tests/e2e/compose.replicas.yaml)
+docker compose "${replicas[@]}" --profile monitoring up -d --scale api=2 api prometheus
+wait_healthy 2
+for _ in $(seq 1 60); do [ "$(status "$PROM/-/ready")" = 200 ] && break; sleep 1; done
+[ "$(status "$PROM/-/ready")" = 200 ] || fail "prometheus not ready after 60 s"
+python3 tests/e2e/monitoring.py "$PROM" 2 "$URL" "http://127.0.0.1:${API_PORT_2}" \
+  || fail "Prometheus did not scrape every replica or count the requests sent"
+
+step "the api logs one JSON object per line, with the request ids sent"
+docker compose logs --no-color --no-log-prefix api > "$WORK/api.log"
+python3 - "$WORK/api.log" <<'PY' || fail "api log lines are not JSON or lack the request ids"
+import json, sys
+lines = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+ids = {r.get("request_id") for r in lines if r["logger"] == "api.access"}
+assert {"e2e-0-0", "e2e-1-0", "e2e-invalid-0"} <= ids, sorted(i for i in ids if i)[:10]
+sample = next(r for r in lines if r.get("request_id") == "e2e-0-0")
+assert sample["route"] == "/predict" and sample["status"] == 200 and sample["texts"] == 1
+print(f"{len(lines)} JSON log lines; sample:", json.dumps(sample))
+PY
 
 step "passed in ${SECONDS} s"
 echo "e2e: 1 passed, 0 failed"
