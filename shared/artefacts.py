@@ -123,21 +123,33 @@ def write_atomic(path: Path, text: str) -> None:
 
 def _try_flock(path: Path, create: bool) -> int | None:
     """Open ``path`` and take its exclusive flock without waiting: the fd, or None when another
-    open file holds it (or, without ``create``, the file is gone). Closing the fd unlocks."""
+    open file holds it (or, without ``create``, the file is gone). Closing the fd unlocks.
+
+    A lock file can be unlinked by whoever holds its lock (clean-up does); if that happened
+    between our open and our flock, we locked an orphan, so we try again on the new file.
+    """
     flags = os.O_RDWR | (os.O_CREAT if create else 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    for _ in range(100):
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:
+            if not create:
+                os.close(fd)
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # an orphan: the path now names another file, or none
+    raise ArtefactError(f"{path}: could not lock it (it keeps being replaced)")
 
 
 @dataclass(frozen=True)
