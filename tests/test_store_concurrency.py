@@ -80,6 +80,27 @@ def test_staging_lock_is_held_until_the_rename_and_the_rename_holds_the_store_lo
     assert not list(tmp_path.glob(f"{STAGING_PREFIX}*"))  # lock file gone too
 
 
+def test_a_lock_file_unlinked_between_open_and_flock_is_locked_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "x.lock"
+    path.write_text("")
+    real_flock = artefacts.fcntl.flock
+    raced: list[bool] = []
+
+    def flock_after_someone_unlinks(fd: int, operation: int) -> None:
+        if not raced:  # another process's clean-up, between our open and our flock
+            raced.append(True)
+            path.unlink()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(artefacts.fcntl, "flock", flock_after_someone_unlinks)
+    fd = artefacts._try_flock(path, create=True)
+    assert fd is not None and raced
+    assert artefacts.os.fstat(fd).st_ino == path.stat().st_ino  # the file the path names
+    artefacts.os.close(fd)
+
+
 def test_every_change_waits_for_the_store_lock(tmp_path: Path) -> None:
     store = ArtefactStore(tmp_path)
     version = publish(store)
