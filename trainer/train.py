@@ -49,17 +49,17 @@ def train(
 ) -> TrainResult:
     """Run one training and publish its version; ``LATEST`` moves to it if the gate allows."""
     started = time.monotonic()
-    # The store is checked before any training, never after: a run that cannot publish fails
-    # now with one line, not after its last epoch.
-    store = ArtefactStore(artefacts_dir)
-    incumbent = store.check_writable()
-    log.info("artefacts in %s; LATEST names %s", artefacts_dir, incumbent or "nothing yet")
     base_folder = resolve_base_model(config.base_model)
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
 
     split = prepare_split(config, dataset_path, valid_path)
+    # The store is checked before any training, never after: a run that cannot publish fails
+    # now with one line, not after its last epoch (and bad input leaves the store untouched).
+    store = ArtefactStore(artefacts_dir)
+    incumbent = store.check_writable()
+    log.info("artefacts in %s; LATEST names %s", artefacts_dir, incumbent or "nothing yet")
     log.info(
         "training on %d questions, validating on %d, %d tags; base model %s",
         len(split.train),
