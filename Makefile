@@ -25,7 +25,7 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast lint e2e bench baseline clean
+	rollback quickstart test test-fast chaos lint e2e bench baseline clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,9 @@ test: setup ## run every test tier (unit, integration, real MiniLM)
 
 test-fast: setup ## unit tests only (no subprocess servers, no real MiniLM)
 	$(PY) -m pytest -m "not integration and not slow"
+
+chaos: setup ## fault injection: SIGKILLed trainers, races, corruption, disk full, API kills (< 10 min)
+	$(PY) -m tests.chaos.run
 
 # BENCH_ARGS: more options of python -m bench.run, e.g. BENCH_ARGS="--modes batching --obs-rounds 5".
 bench: setup ## serving benchmark: raw model vs API (batching on/off, instrumentation on/off) under wrk load; needs wrk

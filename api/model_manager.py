@@ -150,7 +150,9 @@ class ModelManager:
         if self.latest_seen is None:
             log.warning("no model published in %s yet: run the trainer", self.store.root)
             return
-        older = [v.name for v in reversed(self.store.versions()) if v.name < self.latest_seen]
+        # Only versions once promoted (or from before promotions were recorded), newest
+        # first: never one the gate rejected (the store decides which: fallback_candidates).
+        older = self.store.fallback_candidates(before=self.latest_seen)
         for name in older:
             loaded = await self._try_load(name)
             if loaded is not None:

@@ -7,12 +7,21 @@ Layout of ``root``::
       20261126T170102123Z-3fa9c1/ one published version (never modified after publishing)
         manifest.json             sha256 and size of every other file in the folder
         ...
+      .promotions/<version>.json  the promotion decision about each version (not hashed:
+                                  it can change, the version cannot)
+      .store.lock                 flock'ed by every change of the store
       .staging-<version>/         a version being written; readers never look here
+      .staging-<version>.lock     flock'ed by its writer from staging until its promotion
+                                  decision is recorded
 
 Publishing writes into a staging folder, flushes every file, renames the folder into place
-(atomic on one filesystem) and only then replaces ``LATEST``. A crash at any point leaves the
-old state or the new one. Leftover staging folders of dead writers are removed by the next
-writer; a live writer holds an ``flock`` on its staging folder's lock file.
+(atomic on one filesystem) and only then may ``LATEST`` move. A crash at any point leaves the
+old state or the new one. Every change of the store (the rename, ``LATEST``, a promotion
+record, pruning) happens under one exclusive ``flock`` on ``.store.lock``; reading takes no
+lock and relies on the renames being atomic. Moving ``LATEST`` for a trainer is a
+compare-and-swap (:meth:`ArtefactStore.promote`): it happens only if ``LATEST`` still names
+what the trainer's gate compared against. Leftover staging folders of dead writers are
+removed by the next writer; a live writer holds the ``flock`` on its staging lock file.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import os
 import re
 import secrets
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +48,18 @@ log = logging.getLogger(__name__)
 LATEST_FILE = "LATEST"
 MANIFEST_FILE = "manifest.json"
 STAGING_PREFIX = ".staging-"
-_LOCK_FILE = ".lock"
+STORE_LOCK_FILE = ".store.lock"
+PROMOTIONS_DIR = ".promotions"
+_LOCK_SUFFIX = ".lock"
+_LATEST_MAX_BYTES = 256  # a version name is 26 characters; anything longer is not one
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{6}$")
+MEND_LATEST = "mend it with `tagger versions use VERSION` (`tagger versions list` shows them)"
+
+# What the store knows about a version's promotion (see ArtefactStore.status).
+PROMOTED = "promoted"  # LATEST was moved to it (by the gate, --force or `versions use`)
+REJECTED = "rejected"  # published, LATEST deliberately not moved to it; the reason says why
+PENDING = "pending"  # published, no decision recorded (its trainer is gating it, or died)
+UNKNOWN = "unknown"  # published by a version of this code that recorded nothing
 
 
 class ArtefactError(RuntimeError):
@@ -93,10 +114,42 @@ def write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        tmp.chmod(0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _try_flock(path: Path, create: bool) -> int | None:
+    """Open ``path`` and take its exclusive flock without waiting: the fd, or None when another
+    open file holds it (or, without ``create``, the file is gone). Closing the fd unlocks.
+
+    A lock file can be unlinked by whoever holds its lock (clean-up does); if that happened
+    between our open and our flock, we locked an orphan, so we try again on the new file.
+    """
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    for _ in range(100):
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:
+            if not create:
+                os.close(fd)
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # an orphan: the path now names another file, or none
+    raise ArtefactError(f"{path}: could not lock it (it keeps being replaced)")
 
 
 @dataclass(frozen=True)
@@ -116,11 +169,32 @@ class VersionInfo:
         return dict(self.manifest.get("metrics", {}))
 
 
-class ArtefactStore:
-    """Reads and writes versioned artefacts under ``root``."""
+@dataclass(frozen=True)
+class Promotion:
+    """The recorded promotion decision about one version."""
 
-    def __init__(self, root: str | Path) -> None:
+    status: str  # PROMOTED, REJECTED, PENDING or UNKNOWN
+    reason: str
+    previous: str | None = None  # what LATEST named when the decision was taken
+    at: str = ""
+
+    @property
+    def promoted(self) -> bool:
+        return self.status == PROMOTED
+
+
+class ArtefactStore:
+    """Reads and writes versioned artefacts under ``root``.
+
+    Writers serialise on :meth:`lock`; readers (the API) never lock and can run on a
+    read-only mount. ``lock_timeout_s`` bounds how long a writer waits for another one.
+    """
+
+    def __init__(self, root: str | Path, lock_timeout_s: float = 120.0) -> None:
         self.root = Path(root)
+        self.lock_timeout_s = lock_timeout_s
+        self._held = threading.local()  # re-entrancy of lock() within one thread
+        self._claims: dict[str, int] = {}  # version -> fd of its staging lock, still held
 
     # ---- reading -------------------------------------------------------------------------
     def version_path(self, name: str) -> Path:
@@ -129,15 +203,34 @@ class ArtefactStore:
         return self.root / name
 
     def latest(self) -> str | None:
-        """The version ``LATEST`` names, or None when nothing has been published."""
+        """The version ``LATEST`` names, or None when nothing has been promoted yet.
+
+        Every way ``LATEST`` can be unreadable (garbage, not UTF-8, a folder, no permission,
+        an I/O error) is one :class:`ArtefactError` that says how to mend it. Whether the
+        named version exists is not checked here: loading it does that.
+        """
+        path = self.root / LATEST_FILE
         try:
-            name = (self.root / LATEST_FILE).read_text(encoding="utf-8").strip()
+            with path.open("rb") as handle:
+                raw = handle.read(_LATEST_MAX_BYTES + 1)
         except FileNotFoundError:
             return None
-        if not VERSION_PATTERN.match(name):
+        except IsADirectoryError as exc:
             raise ArtefactError(
-                f"{self.root / LATEST_FILE} holds {name[:80]!r}, not a version name"
-            )
+                f"{path} is a folder, not a file naming a version; {MEND_LATEST}"
+            ) from exc
+        except OSError as exc:
+            raise ArtefactError(
+                f"{path} cannot be read ({exc.strerror or exc}); {MEND_LATEST}"
+            ) from exc
+        try:
+            name = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ArtefactError(
+                f"{path} is not UTF-8 text ({raw[:16]!r}...), not a version name; {MEND_LATEST}"
+            ) from exc
+        if len(raw) > _LATEST_MAX_BYTES or not VERSION_PATTERN.match(name):
+            raise ArtefactError(f"{path} holds {name[:80]!r}, not a version name; {MEND_LATEST}")
         return name
 
     def versions(self) -> list[VersionInfo]:
@@ -156,70 +249,290 @@ class ArtefactStore:
             found.append(VersionInfo(path.name, path, manifest))
         return found
 
-    # ---- writing -------------------------------------------------------------------------
+    def promotion(self, version: str) -> Promotion:
+        """What is recorded about ``version``'s promotion.
+
+        The store's record (``.promotions/<version>.json``) decides; a version published
+        before the store kept records falls back on the gate's verdict its trainer wrote into
+        ``metrics.json``; with neither, the status is UNKNOWN.
+        """
+        record_path = self.root / PROMOTIONS_DIR / f"{self.version_path(version).name}.json"
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            return Promotion(
+                status=str(record["status"]),
+                reason=str(record.get("reason", "")),
+                previous=record.get("previous"),
+                at=str(record.get("at", "")),
+            )
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable promotion record %s: %s", record_path, exc)
+        try:
+            gate = json.loads((self.root / version / "metrics.json").read_text())["promotion"]
+            status = PROMOTED if gate["promoted"] is True else REJECTED
+            return Promotion(status, f"gate at publish time: {gate.get('reason', '')}")
+        except (OSError, ValueError, KeyError, TypeError):
+            return Promotion(UNKNOWN, "no promotion recorded")
+
+    def fallback_candidates(self, before: str | None) -> list[str]:
+        """Versions a server may serve when the one ``LATEST`` names cannot be loaded, best
+        first: those older than ``before`` that were promoted, newest first, then those with
+        no record at all (published before records were kept). A version the gate rejected,
+        or whose decision was never recorded, is never a candidate."""
+        older = [v.name for v in reversed(self.versions()) if before is None or v.name < before]
+        status = {name: self.promotion(name).status for name in older}
+        return [n for n in older if status[n] == PROMOTED] + [
+            n for n in older if status[n] == UNKNOWN
+        ]
+
+    def in_flight(self, version: str) -> bool:
+        """Whether a live writer still holds ``version``'s staging lock (it is deciding)."""
+        if version in self._claims:
+            return True
+        fd = _try_flock(self._staging_lock_path(version), create=False)
+        if fd is None:
+            return (self._staging_lock_path(version)).exists()
+        os.close(fd)
+        return False
+
+    # ---- locking -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def staging(self, version: str | None = None) -> Iterator[tuple[str, Path]]:
+    def lock(self) -> Iterator[None]:
+        """Hold the store-wide exclusive lock (re-entrant within one thread).
+
+        Waits at most ``lock_timeout_s`` for another writer, then raises ArtefactError.
+        """
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / STORE_LOCK_FILE
+        deadline = time.monotonic() + self.lock_timeout_s
+        while (fd := _try_flock(path, create=True)) is None:
+            if time.monotonic() >= deadline:
+                raise ArtefactError(
+                    f"{path}: another writer has held the store lock for over "
+                    f"{self.lock_timeout_s:.0f} s; try again"
+                )
+            time.sleep(0.02)
+        self._held.depth = 1
+        try:
+            yield
+        finally:
+            self._held.depth = 0
+            os.close(fd)
+
+    # ---- writing -------------------------------------------------------------------------
+    def check_writable(self) -> str | None:
+        """Fail fast, before a long job, if a new version could not be published here:
+        the folder cannot be created or written, the lock cannot be taken, or ``LATEST``
+        cannot be read (one ArtefactError saying so). Removes dead writers' staging folders.
+        Returns what ``LATEST`` names."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{secrets.token_hex(4)}"
+            probe.write_bytes(b"")
+            probe.unlink(missing_ok=True)
+            with self.lock():
+                pass
+        except OSError as exc:
+            raise ArtefactError(
+                f"cannot write to the artefacts directory {self.root} "
+                f"({exc.strerror or exc}); nothing was trained"
+            ) from exc
+        self.clean_staging()
+        return self.latest()
+
+    @contextlib.contextmanager
+    def staging(
+        self, version: str | None = None, keep_claim: bool = False
+    ) -> Iterator[tuple[str, Path]]:
         """Yield ``(version, folder)`` to write a new version into; publish it on clean exit.
 
-        On an exception the staging folder is removed and nothing is published. The caller
-        moves ``LATEST`` separately (:meth:`set_latest`), so a trainer can decide whether to.
+        On an exception the staging folder is removed and nothing is published. The version
+        is published unpromoted (status PENDING); the caller decides about ``LATEST`` with
+        :meth:`promote` or :meth:`reject`. With ``keep_claim`` the staging lock stays held
+        after publishing until that decision (or :meth:`release_claim`), so that no pruning
+        deletes the version while its writer is still gating it.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self.clean_staging()
         version = version or new_version_name()
         folder = self.root / f"{STAGING_PREFIX}{version}"
-        folder.mkdir()
-        lock = (folder / _LOCK_FILE).open("w")
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock_path = self._staging_lock_path(version)
+        fd = _try_flock(lock_path, create=True)
+        if fd is None:
+            raise ArtefactError(f"{folder}: another writer is staging this version")
+        published = False
         try:
+            folder.mkdir()
+            log.info("publishing version %s: staging in %s", version, folder)
             yield version, folder
-            (folder / _LOCK_FILE).unlink()
             write_manifest(folder, version)
             _make_readable(folder)
             _fsync_tree(folder)
-            os.rename(folder, self.root / version)
-            _fsync_dir(self.root)
+            with self.lock():
+                # The record first: a version never exists without one.
+                self._record(version, PENDING, "published; no promotion decision yet", None)
+                os.rename(folder, self.root / version)
+                _fsync_dir(self.root)
+            published = True
             log.info("published version %s in %s", version, self.root, extra={"version": version})
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         finally:
-            lock.close()
+            if published and keep_claim:
+                self._claims[version] = fd
+            else:
+                lock_path.unlink(missing_ok=True)  # still ours: unlinked before unlocking
+                os.close(fd)
 
-    def clean_staging(self) -> None:
-        """Remove staging folders whose writer is gone (no lock held on them)."""
-        for folder in self.root.glob(f"{STAGING_PREFIX}*"):
-            lock_path = folder / _LOCK_FILE
-            try:
-                with lock_path.open("a") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+    def release_claim(self, version: str) -> None:
+        """Drop the staging lock kept by ``staging(keep_claim=True)`` (idempotent)."""
+        fd = self._claims.pop(version, None)
+        if fd is not None:
+            self._staging_lock_path(version).unlink(missing_ok=True)
+            os.close(fd)
+
+    def clean_staging(self) -> list[str]:
+        """Remove staging folders (and staging locks) whose writer is gone."""
+        removed: list[str] = []
+        if not self.root.is_dir():
+            return removed
+        entries = sorted(self.root.glob(f"{STAGING_PREFIX}*"))
+        for path in entries:
+            if path.name.endswith(_LOCK_SUFFIX) or not path.is_dir():
+                continue
+            lock_path = path.with_name(path.name + _LOCK_SUFFIX)
+            fd = _try_flock(lock_path, create=True)
+            if fd is None:
                 continue  # a live writer is still working in it
-            except OSError:
-                pass  # no lock file: the writer died before creating it or after removing it
-            log.info("removing leftover staging folder %s", folder)
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                log.info("removing leftover staging folder %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+                lock_path.unlink(missing_ok=True)
+                removed.append(path.name)
+            finally:
+                os.close(fd)
+        for lock_path in entries:
+            if not lock_path.name.endswith(_LOCK_SUFFIX):
+                continue
+            if lock_path.with_name(lock_path.name[: -len(_LOCK_SUFFIX)]).exists():
+                continue
+            fd = _try_flock(lock_path, create=False)
+            if fd is None:
+                continue  # held: a writer between its rename and its promotion decision
+            try:
+                lock_path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        with self.lock():
+            # Temporary files of write_atomic (always called under this lock) and write
+            # probes: under the lock, any left is a dead writer's.
+            for pattern in (
+                f".{LATEST_FILE}.tmp-*",
+                f"{PROMOTIONS_DIR}/.*.tmp-*",
+                ".write-probe-*",
+            ):
+                for stray in self.root.glob(pattern):
+                    stray.unlink(missing_ok=True)
+        return removed
 
-    def set_latest(self, version: str) -> None:
-        """Point ``LATEST`` at ``version`` (verified first), atomically."""
-        verify(self.version_path(version))
-        write_atomic(self.root / LATEST_FILE, version + "\n")
-        log.info("LATEST -> %s", version)
+    def promote(self, version: str, expected: str | None, reason: str, force: bool = False) -> bool:
+        """Move ``LATEST`` to ``version`` if it still names ``expected`` (compare-and-swap,
+        under the store lock); ``force`` moves it whatever it names, mending an unreadable
+        one. Records the version as promoted; returns False, changing nothing, when
+        ``LATEST`` has moved (or cannot be read) since the caller compared against it."""
+        with self.lock():
+            try:
+                current = self.latest()
+            except ArtefactError:
+                if not force:
+                    return False
+                current = None
+            if current != expected and not force:
+                return False
+            verify(self.version_path(version))
+            latest_path = self.root / LATEST_FILE
+            if force and latest_path.is_dir() and not latest_path.is_symlink():
+                try:
+                    latest_path.rmdir()  # a folder where the pointer belongs: mend it
+                except OSError as exc:
+                    raise ArtefactError(
+                        f"{latest_path} is a folder that is not empty; remove it by hand"
+                    ) from exc
+            # The record before the pointer: LATEST never names a version not recorded as
+            # promoted, whatever moment a crash picks.
+            self._record(version, PROMOTED, reason, current)
+            write_atomic(latest_path, version + "\n")
+        self.release_claim(version)
+        log.info("LATEST -> %s (was %s)", version, current)
+        return True
+
+    def set_latest(self, version: str, reason: str = "set by hand") -> None:
+        """Point ``LATEST`` at ``version`` whatever it names now (verified first): a rollback
+        or a promotion on purpose, recorded as promoted."""
+        self.promote(version, None, reason, force=True)
+
+    def reject(self, version: str, reason: str, previous: str | None) -> None:
+        """Record that ``version`` stays published without ``LATEST`` moving to it, and why."""
+        with self.lock():
+            self.version_path(version)
+            self._record(version, REJECTED, reason, previous)
+        self.release_claim(version)
 
     def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest ``keep`` versions, never the one ``LATEST`` names."""
+        """Delete versions until ``keep`` remain: the one ``LATEST`` names and those a live
+        trainer is still deciding about always stay; then the newest promoted versions (the
+        fallback candidates), then the newest others. Refuses while ``LATEST`` is unreadable,
+        since the version it meant could not be told apart."""
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        latest = self.latest()
-        names = [v.name for v in self.versions()]
-        doomed = [n for n in names[:-keep] if n != latest]
-        for name in doomed:
-            # Rename first so a half-deleted folder never looks like a version.
-            trash = self.root / f"{STAGING_PREFIX}deleting-{name}"
-            os.rename(self.root / name, trash)
-            shutil.rmtree(trash)
-            log.info("pruned version %s", name)
+        with self.lock():
+            try:
+                latest = self.latest()
+            except ArtefactError as exc:
+                raise ArtefactError(f"not pruning: {exc}") from exc
+            names = [v.name for v in reversed(self.versions())]  # newest first
+            status = {n: self.promotion(n).status for n in names}
+            protected = [
+                n for n in names if n == latest or (status[n] == PENDING and self.in_flight(n))
+            ]
+            rank = {PROMOTED: 0, UNKNOWN: 1, REJECTED: 2, PENDING: 3}
+            others = sorted((n for n in names if n not in protected), key=lambda n: rank[status[n]])
+            kept = set(protected) | set(others[: max(0, keep - len(protected))])
+            doomed = [n for n in reversed(names) if n not in kept]  # oldest first
+            for name in doomed:
+                # Rename first so a half-deleted folder never looks like a version.
+                trash = self.root / f"{STAGING_PREFIX}deleting-{name}"
+                os.rename(self.root / name, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+                (self.root / PROMOTIONS_DIR / f"{name}.json").unlink(missing_ok=True)
+                log.info("pruned version %s (%s)", name, status[name])
         return doomed
+
+    # ---- internals -----------------------------------------------------------------------
+    def _staging_lock_path(self, version: str) -> Path:
+        return self.root / f"{STAGING_PREFIX}{self.version_path(version).name}{_LOCK_SUFFIX}"
+
+    def _record(self, version: str, status: str, reason: str, previous: str | None) -> None:
+        folder = self.root / PROMOTIONS_DIR
+        folder.mkdir(mode=0o755, exist_ok=True)
+        record = {
+            "version": version,
+            "status": status,
+            "reason": reason,
+            "previous": previous,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        }
+        write_atomic(folder / f"{version}.json", json.dumps(record, indent=2) + "\n")
 
 
 def write_manifest(folder: Path, version: str, **extra: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import cast
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
@@ -97,7 +97,9 @@ class TaggerModel(nn.Module):
                 for k, v in self.tagger_head.state_dict().items()
             }
         )
-        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        # Serialised in memory, written by Python: a full disk is then an ordinary OSError
+        # (ENOSPC) that callers can report, not a library-specific exception.
+        (folder / WEIGHTS_FILE).write_bytes(safetensors_bytes(tensors, metadata={"format": "pt"}))
 
     @classmethod
     def load(cls, folder: Path) -> TaggerModel:

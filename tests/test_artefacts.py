@@ -44,7 +44,7 @@ def test_failure_inside_staging_publishes_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), store.staging() as (_, folder):
         (folder / "half").write_text("x")
         raise RuntimeError("crash while writing")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".store.lock"]  # the lock file stays
     assert store.versions() == []
 
 
@@ -52,23 +52,27 @@ def test_crash_leftovers_are_ignored_by_readers_and_cleaned_by_next_writer(tmp_p
     store = ArtefactStore(tmp_path)
     old = publish(store)
     store.set_latest(old)
-    # A writer killed mid-way leaves a staging folder (its lock died with it) ...
+    # A writer killed mid-way leaves a staging folder and its lock file (the lock died) ...
     dead = tmp_path / f"{STAGING_PREFIX}{new_version_name()}"
     dead.mkdir()
     (dead / "model.safetensors").write_text("half")
-    (dead / ".lock").write_text("")
+    dead.with_name(dead.name + ".lock").write_text("")
+    # ... one killed between its rename and its decision leaves a stray lock file ...
+    stray_lock = tmp_path / f"{STAGING_PREFIX}{new_version_name()}.lock"
+    stray_lock.write_text("")
     # ... and one killed between the rename and LATEST leaves an unpointed version.
     orphan = publish(store, "new")
     # A live writer holds its lock.
     live = tmp_path / f"{STAGING_PREFIX}{new_version_name()}"
     live.mkdir()
-    lock = (live / ".lock").open("w")
+    lock = live.with_name(live.name + ".lock").open("w")
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     assert [v.name for v in store.versions()] == sorted([old, orphan])
     assert store.latest() == old  # readers still see the old state
     publish(store, "next")
-    assert not dead.exists()
+    assert not dead.exists() and not dead.with_name(dead.name + ".lock").exists()
+    assert not stray_lock.exists()
     assert live.exists()
     lock.close()
 
@@ -105,10 +109,12 @@ def test_latest_pointer_validation(tmp_path: Path) -> None:
 def test_prune_keeps_newest_and_latest(tmp_path: Path) -> None:
     store = ArtefactStore(tmp_path)
     versions = [publish(store, str(i)) for i in range(4)]
+    for version in versions[1:]:
+        store.reject(version, "worse", None)
     store.set_latest(versions[0])  # a rollback to the oldest
     removed = store.prune(keep=2)
-    assert removed == [versions[1]]
-    assert [v.name for v in store.versions()] == [versions[0], versions[2], versions[3]]
+    assert removed == [versions[1], versions[2]]
+    assert [v.name for v in store.versions()] == [versions[0], versions[3]]
 
 
 def test_version_names_sort_by_creation_time() -> None:

@@ -30,8 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Config keys (YAML; each also settable as an environment variable that wins over "
             "the file):\n" + describe_keys() + "\n\n"
             "Exit codes: 0 published and promoted (LATEST names it); 3 published but not "
-            "promoted (it scored below LATEST on the same validation rows); 2 bad config or "
-            "data (one line on stderr); 1 other failure."
+            "promoted (it scored below LATEST on the same validation rows, or LATEST could not "
+            "be read when it was published; the reason is printed); 2 bad config or data, or "
+            "an artefacts directory that cannot take a new version (one line on stderr, before "
+            "any training); 1 other failure."
         ),
     )
     parser.add_argument(
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train(config, dataset, args.valid, args.artefacts_dir, config_path=args.config)
     print(f"published {result.version} -> {result.path}")
     if not result.promoted:
-        print(f"not promoted: LATEST unchanged ({result.version} scored below it)")
+        print(f"not promoted: LATEST unchanged ({result.reason})")
         return EXIT_NOT_PROMOTED
     return 0
 

@@ -38,6 +38,9 @@ def run_main(main: Callable[[], int]) -> None:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USER_ERROR
+    except OSError as exc:  # the disk filled up, a folder vanished: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

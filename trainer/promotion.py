@@ -1,14 +1,27 @@
-"""The promotion gate: does ``LATEST`` move to the model a run just trained?"""
+"""The promotion gate: does ``LATEST`` move to the model a run just trained?
+
+:func:`decide_promotion` is the gate (the new model against the one ``LATEST`` names);
+:func:`settle_promotion` acts on it for a published version: a compare-and-swap of ``LATEST``
+in the store, re-running the gate when another writer moved ``LATEST`` in between.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from shared.artefacts import ArtefactStore
+from shared.artefacts import ArtefactError, ArtefactStore
 from shared.data import Dataset
 from shared.predictor import Predictor
 from trainer.config import TrainConfig
 from trainer.metrics import HEADLINE_METRICS, tagging_metrics
+
+log = logging.getLogger(__name__)
+
+# How often a run re-runs its gate when LATEST keeps moving under it before it gives up
+# promoting (its version stays published; `versions use` can still promote it).
+MAX_GATE_RUNS = 3
 
 
 def decide_promotion(
@@ -16,9 +29,20 @@ def decide_promotion(
 ) -> dict[str, Any]:
     """Only if the new model is not worse than the one ``LATEST`` names now, both scored on
     this run's validation rows (tags a model does not know count as its misses). The first
-    model, and ``force_promote``, always move it. Returns the decision as recorded in
-    ``metrics.json``: ``promoted``, ``reason``, ``previous`` and the figures compared."""
-    previous = store.latest()
+    model, and ``force_promote``, always move it; an unreadable ``LATEST`` never does (the
+    run still publishes). Returns the decision as recorded in ``metrics.json``: ``promoted``,
+    ``reason``, ``previous`` (what ``LATEST`` named) and the figures compared."""
+    try:
+        previous = store.latest()
+    except ArtefactError as exc:
+        if config.force_promote:
+            return {"previous": None, "metric": "micro_f1", "promoted": True, "reason": "forced"}
+        return {
+            "previous": None,
+            "metric": "micro_f1",
+            "promoted": False,
+            "reason": f"LATEST cannot be read, so there is nothing to compare against ({exc})",
+        }
     decision: dict[str, Any] = {"previous": previous, "metric": "micro_f1"}
     if previous is None:
         return {**decision, "promoted": True, "reason": "first model in this directory"}
@@ -45,3 +69,52 @@ def decide_promotion(
         f"{old['n']} validation rows (tolerance {config.promotion_tolerance})"
     )
     return {**decision, "promoted": new >= floor, "reason": reason}
+
+
+def settle_promotion(
+    store: ArtefactStore,
+    version: str,
+    decision: dict[str, Any],
+    regate: Callable[[], dict[str, Any]],
+    force: bool = False,
+) -> dict[str, Any]:
+    """Act on the gate's ``decision`` for the published ``version`` and record it in the store.
+
+    ``LATEST`` moves only if it still names what the gate compared against
+    (``decision["previous"]``); if another writer moved it meanwhile, ``regate()`` runs the
+    gate again against the new incumbent, at most :data:`MAX_GATE_RUNS` times in all. Returns
+    the final decision; a version not promoted is recorded as rejected with its reason.
+    """
+    try:
+        for gate_run in range(1, MAX_GATE_RUNS + 1):
+            if not decision["promoted"]:
+                break
+            try:
+                if store.promote(version, decision["previous"], decision["reason"], force=force):
+                    return decision
+            except ArtefactError as exc:  # it fails verification, or the lock timed out
+                decision = {**decision, "promoted": False, "reason": f"LATEST not moved: {exc}"}
+                break
+            if gate_run == MAX_GATE_RUNS:
+                decision = {
+                    **decision,
+                    "promoted": False,
+                    "reason": f"LATEST moved under this run {MAX_GATE_RUNS} times while it was "
+                    "being promoted; published without promoting",
+                }
+                break
+            try:
+                now = store.latest()
+            except ArtefactError as exc:
+                now = f"an unreadable LATEST ({exc})"
+            log.warning(
+                "LATEST moved from %s to %s while %s was being published; re-running the gate",
+                decision["previous"],
+                now,
+                version,
+            )
+            decision = regate()
+        store.reject(version, decision["reason"], decision["previous"])
+        return decision
+    finally:
+        store.release_claim(version)

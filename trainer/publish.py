@@ -55,7 +55,8 @@ def publish(
     valid_metrics = run_metrics["valid"]
     baseline = run_metrics.get("baseline")
     key_metrics = (*HEADLINE_METRICS, "n")
-    with store.staging() as (version, folder):
+    # The claim stays held until the caller records the promotion decision.
+    with store.staging(keep_claim=True) as (version, folder):
         model.save(folder)
         tokenizer.save_pretrained(str(folder))
         spec.save(folder)

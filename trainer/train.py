@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from shared.artefacts import ArtefactStore
+from shared.artefacts import ArtefactError, ArtefactStore
 from shared.model import TaggerModel, TaggerSpec
 from shared.predictor import Predictor
 from trainer.baseline import baseline_metrics
 from trainer.config import TrainConfig
 from trainer.fit import fit, resolve_base_model, seed_everything, validate
 from trainer.metrics import HEADLINE_METRICS
-from trainer.promotion import decide_promotion
+from trainer.promotion import decide_promotion, settle_promotion
 from trainer.publish import RunInputs, publish
 from trainer.report import describe_recipe
 from trainer.split import prepare_split
@@ -37,6 +37,7 @@ class TrainResult:
     path: Path
     metrics: dict[str, Any]
     promoted: bool
+    reason: str = ""
 
 
 def train(
@@ -54,6 +55,11 @@ def train(
         torch.set_num_threads(config.threads)
 
     split = prepare_split(config, dataset_path, valid_path)
+    # The store is checked before any training, never after: a run that cannot publish fails
+    # now with one line, not after its last epoch (and bad input leaves the store untouched).
+    store = ArtefactStore(artefacts_dir)
+    incumbent = store.check_writable()
+    log.info("artefacts in %s; LATEST names %s", artefacts_dir, incumbent or "nothing yet")
     log.info(
         "training on %d questions, validating on %d, %d tags; base model %s",
         len(split.train),
@@ -91,10 +97,13 @@ def train(
             *(run_metrics["baseline"][k] for k in HEADLINE_METRICS),
         )
 
-    store = ArtefactStore(artefacts_dir)
-    promotion = decide_promotion(store, config, split.valid, final.metrics)
-    run_metrics["promotion"] = promotion
+    def gate() -> dict[str, Any]:
+        return decide_promotion(store, config, split.valid, final.metrics)
 
+    # The gate's verdict at publish time goes into metrics.json and the model card; the
+    # store records the final decision (LATEST may move under this run while it publishes).
+    promotion = gate()
+    run_metrics["promotion"] = promotion
     version = publish(
         store,
         model,
@@ -104,8 +113,8 @@ def train(
         RunInputs(config, config_path, dataset_path, valid_path),
         recipe=describe_recipe(config, fitted.bf16, fitted.best_epoch),
     )
+    promotion = settle_promotion(store, version, promotion, gate, force=config.force_promote)
     if promotion["promoted"]:
-        store.set_latest(version)
         log.info("promoted %s: %s", version, promotion["reason"])
     else:
         log.warning(
@@ -116,7 +125,11 @@ def train(
             version,
             version,
         )
-    pruned = store.prune(config.keep_versions)
+    try:
+        pruned = store.prune(config.keep_versions)
+    except ArtefactError as exc:
+        log.warning("old versions not pruned: %s", exc)
+        pruned = []
     if pruned:
         log.info("pruned %d old version(s)", len(pruned))
     log.info(
@@ -126,5 +139,9 @@ def train(
         time.monotonic() - started,
     )
     return TrainResult(
-        version, artefacts_dir / version, final.metrics, promoted=promotion["promoted"]
+        version,
+        artefacts_dir / version,
+        final.metrics,
+        promoted=promotion["promoted"],
+        reason=promotion["reason"],
     )
