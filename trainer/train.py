@@ -137,6 +137,7 @@ def train(
         version,
         final.metrics["micro_f1"],
         time.monotonic() - started,
+        extra={"version": version, "promoted": promotion["promoted"]},
     )
     return TrainResult(
         version,
