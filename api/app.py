@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.inference import InferenceService
+from api.limits import BodyLimit, document_limits
 from api.model_manager import ModelManager
 from api.routes import router
 from api.settings import ApiSettings
@@ -81,7 +82,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.include_router(router)
+    document_limits(app, settings)
     _serve_docs_offline(app)
     return app
 

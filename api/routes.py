@@ -21,19 +21,32 @@ from api.schemas import (
     PredictResponse,
     ReadyResponse,
     StatusResponse,
+    replace_lone_surrogates,
 )
 from api.settings import ApiSettings
 
-router = APIRouter()
+# Every route may fail unexpectedly; the answer is then a JSON 500 without internals.
+router = APIRouter(
+    responses={500: {"model": ErrorResponse, "description": "unexpected error (see the log)"}}
+)
 T = TypeVar("T")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "a text is longer than the limit"},
-    422: {"model": ErrorResponse, "description": "invalid request"},
+    413: {
+        "model": ErrorResponse,
+        "description": "the body is over API_MAX_BODY_BYTES (`body_too_large`, not read), or "
+        "a text is over API_MAX_TEXT_CHARS characters (`text_too_long`)",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "invalid request: a body that is not JSON (or not a form) or does not "
+        "match the schema, a blank text, too many texts, top_k too large",
+    },
     503: {
         "model": ErrorResponse,
         "description": "no model is loaded yet, or the queue is full (see Retry-After)",
+        "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
     },
 }
 
@@ -90,6 +103,7 @@ async def _predict(
     inference: InferenceService,
     manager: ModelManager,
 ) -> JSONResponse:
+    texts = [replace_lone_surrogates(t) for t in texts]
     if len(texts) > settings.max_texts:
         raise ApiError(
             422,
