@@ -42,13 +42,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        # Every torch call (loading, warm-up, inference) happens on this one thread.
+        # Every forward pass happens on this one thread; new versions load on another.
         torch_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
+        loader_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         manager = ModelManager(
             ArtefactStore(settings.artefacts_dir),
             verify_checksums=settings.verify_checksums,
             torch_executor=torch_executor,
+            loader_executor=loader_executor,
             precision=settings.precision,
+            retry_initial_s=settings.retry_initial_s,
+            retry_max_s=settings.retry_max_s,
         )
         inference = InferenceService(
             manager,
@@ -70,6 +74,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 await watcher
             await inference.close()
             torch_executor.shutdown(wait=True, cancel_futures=True)
+            loader_executor.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(
         title="tagger",

@@ -203,7 +203,16 @@ async def model_info(
     inference: Annotated[InferenceService, Depends(get_inference)],
 ) -> ModelInfo:
     """The served version, when it was created and loaded, labels, training and metrics."""
-    failed = [FailedVersion(version=v, error=e) for v, e in manager.failed.items()]
+    failed = [
+        FailedVersion(
+            version=version,
+            error=f.error,
+            attempts=f.attempts,
+            last_attempt_at=f.last_attempt_at,
+            next_retry_at=f.next_retry_at,
+        )
+        for version, f in manager.failed.items()
+    ]
     stats = inference.stats
     batching = {
         "enabled": inference.batching,

@@ -149,7 +149,13 @@ class StatusResponse(BaseModel):
 
 class FailedVersion(BaseModel):
     version: str
-    error: str
+    error: str = Field(description="why the last attempt to load it failed")
+    attempts: int = Field(description="attempts so far")
+    last_attempt_at: str = Field(description="when it was last tried (ISO 8601, UTC)")
+    next_retry_at: str = Field(
+        description="when it is tried again if LATEST still names it (ISO 8601, UTC); "
+        "at once if LATEST is moved to it"
+    )
 
 
 class ModelInfo(BaseModel):

@@ -34,6 +34,10 @@ class ApiSettings(BaseSettings):
     queue_depth: int = Field(
         1024, ge=1, description="most texts waiting; beyond it requests get 503 + Retry-After"
     )
+    retry_initial_s: float = Field(
+        5.0, gt=0, description="first retry of a version that failed to load (then doubling)"
+    )
+    retry_max_s: float = Field(300.0, gt=0, description="longest wait between two retries")
     precision: Literal["fp32", "int8"] = Field(
         "fp32", description="fp32, or int8 (dynamic quantization of the linear layers)"
     )

@@ -1,5 +1,5 @@
 """The API's edge: the body limit (read before parsing), inputs a JSON parser accepts,
-and the OpenAPI document against the routes."""
+the OpenAPI document against the routes, and retries of versions that failed to load."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.limits import NOT_BLANK, BodyLimit
-from shared.artefacts import ArtefactStore
-from tests.test_api import assert_error, make_client
+from api.model_manager import ModelManager
+from shared.artefacts import LATEST_FILE, ArtefactStore
+from tests.test_api import assert_error, clone_version, make_client, wait_for
 
 LIMIT = 4096
 
@@ -187,6 +188,75 @@ def test_openapi_states_what_is_accepted_and_every_answer(client: TestClient) ->
         assert {"200", "413", "422", "500", "503"} <= set(spec["paths"][path]["post"]["responses"])
     assert {"200", "500", "503"} <= set(spec["paths"]["/ready"]["get"]["responses"])
     assert "400" not in json.dumps(spec["paths"])
+
+
+# -- retries of versions that failed to load --------------------------------------------------
+
+
+def corrupt(store: ArtefactStore, version: str) -> bytes:
+    """Break a version's weights; return the original bytes so it can be mended."""
+    weights = store.root / version / "model.safetensors"
+    weights.chmod(0o644)
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-4] + b"\0\0\0\0")
+    return original
+
+
+def mend(store: ArtefactStore, version: str, original: bytes) -> None:
+    (store.root / version / "model.safetensors").write_bytes(original)
+
+
+def test_failed_version_is_retried_with_backoff_and_reported(store_copy: ArtefactStore) -> None:
+    good = store_copy.latest()
+    assert good is not None
+    bad = clone_version(store_copy, good)
+    original = corrupt(store_copy, bad)
+
+    clock = [0.0]
+    manager = ModelManager(store_copy, retry_initial_s=5, retry_max_s=12, clock=lambda: clock[0])
+
+    async def main() -> None:
+        await manager.start()
+        (store_copy.root / LATEST_FILE).write_text(bad + "\n")
+        assert not await manager.refresh()
+        failure = manager.failed[bad]
+        assert failure.attempts == 1 and "sha256" in failure.error
+        assert failure.next_retry_at > failure.last_attempt_at
+        clock[0] = 4.9
+        assert not await manager.refresh() and manager.failed[bad].attempts == 1  # too soon
+        clock[0] = 5.0
+        assert not await manager.refresh() and manager.failed[bad].attempts == 2  # waits 10 s
+        clock[0] = 14.9
+        assert not await manager.refresh() and manager.failed[bad].attempts == 2
+        clock[0] = 15.0
+        assert not await manager.refresh() and manager.failed[bad].attempts == 3  # waits 12 s
+        assert manager.failed[bad].retry_after == 27.0  # capped at retry_max_s
+        mend(store_copy, bad, original)
+        clock[0] = 27.0
+        assert await manager.refresh()
+        assert manager.current is not None and manager.current.version == bad
+        assert bad not in manager.failed
+
+    asyncio.run(main())
+
+
+def test_moving_latest_to_a_failed_version_retries_it_at_once(store_copy: ArtefactStore) -> None:
+    good = store_copy.latest()
+    assert good is not None
+    bad = clone_version(store_copy, good)
+    original = corrupt(store_copy, bad)
+    with make_client(store_copy.root, retry_initial_s=3600) as c:
+        (store_copy.root / LATEST_FILE).write_text(bad + "\n")
+        wait_for(lambda: c.get("/model").json()["failed_versions"] != [])
+        (failed,) = c.get("/model").json()["failed_versions"]
+        assert failed["version"] == bad and failed["attempts"] == 1
+        assert "sha256" in failed["error"] and failed["next_retry_at"] > failed["last_attempt_at"]
+        mend(store_copy, bad, original)
+        store_copy.set_latest(good)  # roll back, then name the mended version on purpose
+        wait_for(lambda: c.get("/model").json()["latest"] == good)
+        store_copy.set_latest(bad)
+        wait_for(lambda: c.get("/model").json()["version"] == bad)
+        assert c.get("/model").json()["failed_versions"] == []
 
 
 def test_the_documented_blank_pattern_is_pythons_white_space() -> None:
