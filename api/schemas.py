@@ -46,6 +46,14 @@ class PredictRequest(BaseModel):
         None, ge=1, description="how many scored tags to return per text (null: the default)"
     )
 
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _top_k_is_a_json_integer(cls, value: object) -> object:
+        # JSON Schema's integer: 3 and 3.0, not true or "3" (which pydantic's lax mode takes).
+        if isinstance(value, bool | str):
+            raise ValueError("top_k must be an integer")
+        return value
+
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, value: str | None) -> str | None:

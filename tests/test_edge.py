@@ -265,3 +265,15 @@ def test_the_documented_blank_pattern_is_pythons_white_space() -> None:
 
     search = re.compile(NOT_BLANK).search
     assert all((search(chr(c)) is None) == chr(c).isspace() for c in range(sys.maxunicode + 1))
+
+
+@pytest.mark.parametrize("top_k", [True, "3", 2.5, [1]])
+def test_top_k_is_a_json_integer(client: TestClient, top_k: object) -> None:
+    assert_error(
+        client.post("/predict", json={"text": "a", "top_k": top_k}), 422, "invalid_request"
+    )
+
+
+def test_top_k_may_be_written_as_a_whole_float(client: TestClient) -> None:
+    response = client.post("/predict", json={"text": "spring maven", "top_k": 2.0})
+    assert response.status_code == 200 and len(response.json()["predictions"][0]["tags"]) == 2
