@@ -25,7 +25,8 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast chaos lint e2e bench baseline clean
+	rollback quickstart test test-fast chaos lint fuzz e2e bench bench-swap bench-body baseline \
+	clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -95,6 +96,15 @@ chaos: setup ## fault injection: SIGKILLed trainers, races, corruption, disk ful
 bench: setup ## serving benchmark: raw model vs API (batching on/off, instrumentation on/off) under wrk load; needs wrk
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
 	$(PY) -m bench.run --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) $(BENCH_ARGS)
+
+bench-swap: setup ## 64 clients, 10 hot swaps: p99 during swaps vs steady, failed requests
+	$(PY) -m bench.swap --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS)
+
+bench-body: setup ## the API's peak memory under a stream of 300 MB request bodies
+	$(PY) -m bench.oversized --artefacts-dir $(ARTEFACTS)
+
+fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a real API
+	$(PY) -m tests.fuzz.run --max-examples 1000
 
 e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.inference import InferenceService
+from api.limits import BodyLimit, document_limits
 from api.metrics import ApiMetrics
 from api.middleware import RequestMiddleware
 from api.model_manager import ModelManager
@@ -55,13 +56,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        # Every torch call (loading, warm-up, inference) happens on this one thread.
+        # Every forward pass happens on this one thread; new versions load on another.
         torch_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
+        loader_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         manager = ModelManager(
             ArtefactStore(settings.artefacts_dir),
             verify_checksums=settings.verify_checksums,
             torch_executor=torch_executor,
+            loader_executor=loader_executor,
             precision=settings.precision,
+            retry_initial_s=settings.retry_initial_s,
+            retry_max_s=settings.retry_max_s,
             metrics=metrics,
         )
         inference = InferenceService(
@@ -87,6 +92,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 await watcher
             await inference.close()
             torch_executor.shutdown(wait=True, cancel_futures=True)
+            loader_executor.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(
         title="tagger",
@@ -100,10 +106,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    # The last added is the outermost: the request id, access log and metrics see every
+    # request, a body refused by the limit included.
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     app.include_router(router)
     if metrics is not None:
         _serve_metrics(app, metrics)
+    document_limits(app, settings)
     _serve_docs_offline(app)
     return app
 

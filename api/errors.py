@@ -74,6 +74,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's and Starlette's "cannot parse the body" (bytes that are not UTF-8, a
+            # broken form): the same 422 as invalid JSON, as the OpenAPI document says.
+            return error_response(
+                422, "invalid_request", f"the request body cannot be read: {exc.detail}"
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

@@ -13,7 +13,8 @@ is dropped before it is computed. When more than ``queue_depth`` texts wait, new
 refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``).
 
 With batching off, each request runs its own forward pass on the same single worker thread
-(the naive design; kept for comparison in ``make bench``).
+(the naive design; kept for comparison in ``make bench``); the same ``queue_depth`` bound
+applies to the texts waiting for that thread.
 """
 
 from __future__ import annotations
@@ -123,11 +124,11 @@ class InferenceService:
         texts (if their batch has not started)."""
         if self.manager.current is None:
             raise ModelNotReady()
-        if not self.batching:
-            return asyncio.ensure_future(self._predict_alone(list(texts), top_k))
         if self._waiting_texts + len(texts) > self.queue_depth:
             self.stats.rejected_queue_full += 1
             raise QueueFull()
+        if not self.batching:
+            return self._submit_alone(list(texts), top_k)
         job = _Job(list(texts), top_k, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self._waiting_texts += len(job.texts)
@@ -138,17 +139,37 @@ class InferenceService:
         """``await submit(...)``: predictions for ``texts`` and the model that made them."""
         return await self.submit(texts, top_k)
 
-    async def _predict_alone(self, texts: list[str], top_k: int) -> Result:
-        """Batching off: this request's own forward pass on the torch thread."""
-        model = self.manager.current
-        if model is None:
-            raise ModelNotReady()
+    def _submit_alone(self, texts: list[str], top_k: int) -> asyncio.Future[Result]:
+        """Batching off: this request's own forward pass on the torch thread. Its texts count
+        as waiting (against ``queue_depth``) until the thread starts on them, or until they
+        are withdrawn."""
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        result = await loop.run_in_executor(self._executor, model.predictor.predict, texts, top_k)
-        if self.metrics is not None:
-            self.metrics.observe_batch((), time.monotonic() - started, result)
-        return model, result
+        self._waiting_texts += len(texts)
+        counted = True
+
+        def stop_counting(*_: object) -> None:  # on the event loop only, so exactly once
+            nonlocal counted
+            if counted:
+                counted = False
+                self._waiting_texts -= len(texts)
+
+        def run(model: LoadedModel) -> list[Prediction]:
+            loop.call_soon_threadsafe(stop_counting)
+            return model.predictor.predict(texts, top_k)
+
+        async def alone() -> Result:
+            model = self.manager.current
+            if model is None:
+                raise ModelNotReady()
+            started = time.monotonic()
+            result = await loop.run_in_executor(self._executor, run, model)
+            if self.metrics is not None:
+                self.metrics.observe_batch((), time.monotonic() - started, result)
+            return model, result
+
+        task = asyncio.ensure_future(alone())
+        task.add_done_callback(stop_counting)
+        return task
 
     def _take(self, room: int, first: bool) -> list[_Job]:
         """Pop waiting jobs in arrival order while their texts fit in ``room``, dropping

@@ -1,12 +1,17 @@
 """Which model the API serves, and hot reload: watch ``LATEST``, load off the request path, swap.
 
-Verification (hashing files) runs on a helper thread; building the network and the warm-up
-run on the torch thread that also serves predictions, because torch work spread over several
-threads made every later forward pass measurably slower (see the README's benchmark notes).
-A swap is one reference assignment: requests that already took the old :class:`LoadedModel`
-finish on it, new ones get the new one. A version that fails verification, loading or the
-warm-up is remembered as failed, reported by ``/model``, and not tried again; the model that
-was serving keeps serving.
+A new version is verified (hashing its files), built and given a warm-up prediction on a
+loader thread of its own, never on the torch thread that serves predictions, so serving does
+not stall for the length of a load; the serving thread then runs one short warm-up prediction
+of its own (it also proves the model works where it will serve). A swap is one reference
+assignment: requests that already took the old :class:`LoadedModel` finish on it, new ones get
+the new one.
+
+A version that fails verification, loading or a warm-up is remembered as failed with its
+error, reported by ``/model``, and the model that was serving keeps serving. While ``LATEST``
+names it, it is tried again after ``retry_initial_s``, then after twice that, and so on up to
+``retry_max_s`` between tries (a file being copied in, a full disk freed, a permission fixed);
+at once when ``LATEST`` is moved to it (a rollback naming it on purpose).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +38,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARMUP_TEXT = "How do I merge two dictionaries in Python?"
+
+
+def _now_iso(offset_s: float = 0.0) -> str:
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_s)
+    return moment.isoformat(timespec="seconds")
+
+
+@dataclass
+class FailedLoad:
+    """Why a version could not be served, how often it was tried, and when it is tried next."""
+
+    error: str
+    attempts: int
+    last_attempt_at: str  # ISO 8601, UTC
+    next_retry_at: str  # ISO 8601, UTC; only tried then if LATEST still names it
+    retry_after: float  # the same moment on the manager's monotonic clock
 
 
 @dataclass(frozen=True)
@@ -52,18 +74,24 @@ class ModelManager:
 
     store: ArtefactStore
     verify_checksums: bool = True
-    torch_executor: Executor | None = None
+    torch_executor: Executor | None = None  # the one thread that serves predictions
+    loader_executor: Executor | None = None  # where versions are verified, built, warmed up
     precision: str = "fp32"
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
     current: LoadedModel | None = None
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, FailedLoad] = field(default_factory=dict)
     latest_seen: str | None = None  # the last version name read from LATEST
     latest_error: str | None = None  # why LATEST cannot be read now
     metrics: ApiMetrics | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def load_version(self, version: str) -> LoadedModel:
-        """Build and warm up a verified version (blocking: run it on the torch thread)."""
+        """Verify (if asked), build and warm up a version (blocking: the loader thread)."""
         folder = self.store.version_path(version)
+        if self.verify_checksums:
+            verify(folder)
         predictor = Predictor.from_folder(folder, verify_checksums=False, precision=self.precision)
         predictor.predict([WARMUP_TEXT], top_k=1)
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -83,31 +111,52 @@ class ModelManager:
         if metrics is not None:
             metrics.reload_attempts.inc()
         started = time.monotonic()
-        stage = "verification"
+        loop = asyncio.get_running_loop()
         try:
-            if self.verify_checksums:
-                await asyncio.to_thread(verify, self.store.version_path(version))
-            stage = "load"
-            loop = asyncio.get_running_loop()
-            loaded = await loop.run_in_executor(self.torch_executor, self.load_version, version)
+            loaded = await loop.run_in_executor(self.loader_executor, self.load_version, version)
+            # One short pass where it will serve (queued behind at most the running batch).
+            await loop.run_in_executor(
+                self.torch_executor, loaded.predictor.predict, [WARMUP_TEXT], 1
+            )
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            self.failed[version] = message
+            # ArtefactError: the manifest or a checksum; anything else: building or warming up.
+            stage = "verification" if isinstance(exc, ArtefactError) else "load"
             if metrics is not None:
                 metrics.reload_failures.labels(stage).inc()
-            log.error(
-                "version %s cannot be served, skipping it: %s",
-                version,
-                message,
-                extra={"version": version, "reason": stage},
-            )
+            self._record_failure(version, f"{type(exc).__name__}: {exc}", stage)
             return None
+        if self.failed.pop(version, None) is not None:
+            log.info("version %s loaded after earlier failures", version)
         if metrics is not None:
             metrics.observe_load(loaded.predictor.labels, time.monotonic() - started)
         return loaded
 
+    def _record_failure(self, version: str, message: str, stage: str) -> None:
+        previous = self.failed.get(version)
+        attempts = previous.attempts + 1 if previous else 1
+        delay = min(self.retry_initial_s * 2 ** (attempts - 1), self.retry_max_s)
+        self.failed[version] = FailedLoad(
+            error=message,
+            attempts=attempts,
+            last_attempt_at=_now_iso(),
+            next_retry_at=_now_iso(delay),
+            retry_after=self.clock() + delay,
+        )
+        log.error(
+            "version %s cannot be served (attempt %d), retrying in %.0f s if LATEST still "
+            "names it: %s",
+            version,
+            attempts,
+            delay,
+            message,
+            extra={"version": version, "reason": stage},
+        )
+
     async def refresh(self) -> bool:
-        """Load the version ``LATEST`` names if it is new; True when a swap happened."""
+        """Load the version ``LATEST`` names if it is not served; True when a swap happened.
+
+        A version that failed is tried again when its backoff has passed, or at once when
+        ``LATEST`` has just been moved to it."""
         async with self._lock:
             try:
                 latest = self.store.latest()
@@ -116,10 +165,14 @@ class ModelManager:
                     log.error("%s", exc)
                 self.latest_error = str(exc)
                 return False
+            moved = latest != self.latest_seen
             self.latest_seen, self.latest_error = latest, None
-            if latest is None or latest in self.failed:
+            if latest is None:
                 return False
             if self.current is not None and self.current.version == latest:
+                return False
+            failure = self.failed.get(latest)
+            if failure is not None and not moved and self.clock() < failure.retry_after:
                 return False
             loaded = await self._try_load(latest)
             if loaded is None:

@@ -21,20 +21,33 @@ from api.schemas import (
     PredictResponse,
     ReadyResponse,
     StatusResponse,
+    replace_lone_surrogates,
 )
 from api.settings import ApiSettings
 from shared.logs import request_context
 
-router = APIRouter()
+# Every route may fail unexpectedly; the answer is then a JSON 500 without internals.
+router = APIRouter(
+    responses={500: {"model": ErrorResponse, "description": "unexpected error (see the log)"}}
+)
 T = TypeVar("T")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "a text is longer than the limit"},
-    422: {"model": ErrorResponse, "description": "invalid request"},
+    413: {
+        "model": ErrorResponse,
+        "description": "the body is over API_MAX_BODY_BYTES (`body_too_large`, not read), or "
+        "a text is over API_MAX_TEXT_CHARS characters (`text_too_long`)",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "invalid request: a body that is not JSON (or not a form) or does not "
+        "match the schema, a blank text, too many texts, top_k too large",
+    },
     503: {
         "model": ErrorResponse,
         "description": "no model is loaded yet, or the queue is full (see Retry-After)",
+        "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
     },
 }
 
@@ -91,6 +104,7 @@ async def _predict(
     inference: InferenceService,
     manager: ModelManager,
 ) -> JSONResponse:
+    texts = [replace_lone_surrogates(t) for t in texts]
     context = request_context.get()
     if context is not None:  # for the access log and the texts-per-request histogram
         context.texts = len(texts)
@@ -195,7 +209,16 @@ async def model_info(
     inference: Annotated[InferenceService, Depends(get_inference)],
 ) -> ModelInfo:
     """The served version, when it was created and loaded, labels, training and metrics."""
-    failed = [FailedVersion(version=v, error=e) for v, e in manager.failed.items()]
+    failed = [
+        FailedVersion(
+            version=version,
+            error=f.error,
+            attempts=f.attempts,
+            last_attempt_at=f.last_attempt_at,
+            next_retry_at=f.next_retry_at,
+        )
+        for version, f in manager.failed.items()
+    ]
     stats = inference.stats
     batching = {
         "enabled": inference.batching,

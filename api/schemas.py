@@ -2,29 +2,57 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 EXAMPLE_TITLE = "How to merge two pandas DataFrames on a column?"
 
 
+def _no_default(schema: dict[str, Any], **extra: Any) -> None:
+    """A field one may leave out, with no default to show (its ``None`` means "not given")."""
+    schema.pop("default", None)
+    schema.update(extra)
+
+
 class PredictRequest(BaseModel):
-    """One text (``text``) or several (``texts``); not both."""
+    """Exactly one of ``text`` (one title) or ``texts`` (several), and optionally ``top_k``."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # What the validator below enforces, stated in the document itself.
+            "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],
             "examples": [
                 {"text": EXAMPLE_TITLE},
                 {"texts": [EXAMPLE_TITLE, "Java NullPointerException in Spring bean"], "top_k": 3},
-            ]
+            ],
         },
     )
 
-    text: str | None = Field(None, description="a question title")
-    texts: list[str] | None = Field(None, description="several question titles", min_length=1)
-    top_k: int | None = Field(None, ge=1, description="how many scored tags to return per text")
+    # ``None`` stands for "not given"; an explicit null is refused, so the document shows
+    # plain strings (SkipJsonSchema). Length limits come from the settings (api.limits).
+    text: str | SkipJsonSchema[None] = Field(
+        None, description="a question title", json_schema_extra=_no_default
+    )
+    texts: list[str] | SkipJsonSchema[None] = Field(
+        None,
+        description="several question titles, answered in order",
+        json_schema_extra=lambda schema: _no_default(schema, minItems=1),
+    )
+    top_k: int | None = Field(
+        None, ge=1, description="how many scored tags to return per text (null: the default)"
+    )
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _top_k_is_a_json_integer(cls, value: object) -> object:
+        # JSON Schema's integer: 3 and 3.0, not true or "3" (which pydantic's lax mode takes).
+        if isinstance(value, bool | str):
+            raise ValueError("top_k must be an integer")
+        return value
 
     @field_validator("text")
     @classmethod
@@ -36,6 +64,8 @@ class PredictRequest(BaseModel):
     @field_validator("texts")
     @classmethod
     def _texts_not_blank(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("texts is empty: give at least one text")
         for i, text in enumerate(value or []):
             if not text.strip():
                 raise ValueError(f"texts[{i}] is empty or only whitespace")
@@ -43,12 +73,26 @@ class PredictRequest(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:
-        if (self.text is None) == (self.texts is None):
+        given = {"text", "texts"} & self.model_fields_set
+        if len(given) != 1:
             raise ValueError("give exactly one of 'text' or 'texts'")
+        (name,) = given
+        if getattr(self, name) is None:
+            raise ValueError(f"{name} must not be null")
         return self
 
     def all_texts(self) -> list[str]:
         return [self.text] if self.text is not None else list(self.texts or [])
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """Replace unpaired UTF-16 surrogates (valid in JSON as escapes, but not characters: no
+    UTF-8 form, so the tokenizer cannot take them) with U+FFFD, as a UTF-8 decoder would.
+    A JSON parser has already joined every valid pair into one character."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 class TagScoreOut(BaseModel):
@@ -118,7 +162,13 @@ class StatusResponse(BaseModel):
 
 class FailedVersion(BaseModel):
     version: str
-    error: str
+    error: str = Field(description="why the last attempt to load it failed")
+    attempts: int = Field(description="attempts so far")
+    last_attempt_at: str = Field(description="when it was last tried (ISO 8601, UTC)")
+    next_retry_at: str = Field(
+        description="when it is tried again if LATEST still names it (ISO 8601, UTC); "
+        "at once if LATEST is moved to it"
+    )
 
 
 class ModelInfo(BaseModel):

@@ -19,6 +19,11 @@ class ApiSettings(BaseSettings):
     verify_checksums: bool = Field(True, description="check manifest sha256 before loading")
     max_text_chars: int = Field(2000, ge=1, description="longer texts are refused with 413")
     max_texts: int = Field(64, ge=1, description="most texts in one request (more: 422)")
+    # 512 KiB: the largest request the other limits allow (64 texts x 2000 characters) as
+    # UTF-8 JSON, at 4 bytes a character at worst, plus quotes, commas and top_k, is 512,216 bytes.
+    max_body_bytes: int = Field(
+        512 * 1024, ge=1024, description="larger request bodies get 413, unread and unparsed"
+    )
     default_top_k: int = Field(5, ge=1, description="top_k when a request gives none")
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
     batching: bool = Field(True, description="micro-batch concurrent requests into one pass")
@@ -29,6 +34,10 @@ class ApiSettings(BaseSettings):
     queue_depth: int = Field(
         1024, ge=1, description="most texts waiting; beyond it requests get 503 + Retry-After"
     )
+    retry_initial_s: float = Field(
+        5.0, gt=0, description="first retry of a version that failed to load (then doubling)"
+    )
+    retry_max_s: float = Field(300.0, gt=0, description="longest wait between two retries")
     precision: Literal["fp32", "int8"] = Field(
         "fp32", description="fp32, or int8 (dynamic quantization of the linear layers)"
     )

@@ -116,13 +116,13 @@ def raw_in_subprocess(
 class Server:
     """``python -m api`` on a free loopback port, with its start-up time and memory."""
 
-    def __init__(self, artefacts: Path, env: dict[str, str]) -> None:
+    def __init__(self, artefacts: Path, env: dict[str, str], cwd: Path = REPO) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "api"],
-            cwd=REPO,
+            cwd=cwd,
             env={
                 **os.environ,
                 "API_ARTEFACTS_DIR": str(artefacts),

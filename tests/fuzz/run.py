@@ -1,0 +1,121 @@
+"""``make fuzz``: schemathesis against a real API's own /openapi.json, every check.
+
+Trains the unit tests' tiny model (tests/conftest.py) into a temporary artefacts folder,
+serves it with ``python -m api`` on a free 127.0.0.1 port, runs ``schemathesis run`` with
+``--checks all`` and at least ``--max-examples`` generated cases per operation, stops the API
+and exits with schemathesis's status (non-zero on any failure). Settings for schemathesis are
+in tests/fuzz/schemathesis.toml, each with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import REPO, build_tiny_bert, free_port, tiny_config, write_wide_tsv
+
+CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
+
+
+def publish_tiny_model(root: Path) -> None:
+    from trainer.train import train
+
+    build = root / "work"
+    base = build_tiny_bert(build / "tiny-bert")
+    train_tsv = write_wide_tsv(build / "train.tsv", 160, seed=1)
+    valid_tsv = write_wide_tsv(build / "valid.tsv", 60, seed=2)
+    train(tiny_config(base), train_tsv, valid_tsv, root / "artefacts")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the API was not ready in time")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fuzz.run", description=__doc__)
+    parser.add_argument("--max-examples", type=int, default=1000, help="cases per operation")
+    parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default random)")
+    parser.add_argument("extra", nargs="*", help="more schemathesis run options (after --)")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="tagger-fuzz-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        print("fuzz: training the tiny test model ...", flush=True)
+        publish_tiny_model(work)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = (work / "api.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api"],
+            cwd=REPO,
+            env={
+                **os.environ,
+                "API_ARTEFACTS_DIR": str(work / "artefacts"),
+                "API_PORT": str(port),
+                "API_LOG_LEVEL": "warning",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_ready(url, proc)
+        command = [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "--config-file",
+            str(CONFIG),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(args.max_examples),
+            "--workers",
+            "2",
+        ]
+        if args.seed is not None:
+            command += ["--seed", str(args.seed)]
+        command += args.extra
+        print("fuzz:", " ".join(command), flush=True)
+        # Run from the scratch folder: schemathesis leaves its cache (.schemathesis/) there.
+        status = subprocess.run(command, cwd=work).returncode
+        exited = proc.poll()
+        if exited is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        else:
+            print(f"fuzz: the API exited by itself during the run, with {exited}", file=sys.stderr)
+            status = status or 1
+        text = (work / "api.log").read_text(errors="replace")
+        if "Traceback" in text or "unhandled error" in text or status:
+            print("fuzz: the end of the API's log:\n" + text[-4000:], file=sys.stderr)
+            status = status or int("Traceback" in text or "unhandled error" in text)
+        print(f"fuzz: schemathesis exited with {status}", flush=True)
+        return status
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
