@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -236,7 +237,12 @@ class Api:
         }
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [PY, "-m", "api"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+                [PY, "-m", "api"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         if wait:
             self.wait("/health")
@@ -740,6 +746,16 @@ class Chaos:
         return f"API killed {moment} to {new}; restarted: {self.check(True)}"
 
 
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the API's process before exec: SIGTERM when this suite dies, even by SIGKILL, so
+    that no server outlives it (the fork server ends when its stdin closes)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _verifies(store: ArtefactStore, name: str) -> bool:
     try:
         verify(store.root / name)
@@ -755,12 +771,12 @@ def _replace(path: Path, content: bytes) -> None:
 
 
 @contextlib.contextmanager
-def store_folder(work: Path) -> Iterator[tuple[Path, bool]]:
+def store_folder(work: Path, tmpfs: bool) -> Iterator[tuple[Path, bool]]:
     """A small tmpfs for the store when this process may mount one (root), else a folder."""
     folder = work / "store"
     folder.mkdir()
     mounted = False
-    if os.geteuid() == 0 and shutil.which("mount"):
+    if tmpfs and os.geteuid() == 0 and shutil.which("mount"):
         result = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=192m", "tmpfs", str(folder)],
             capture_output=True,
@@ -781,6 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=570, help="stop starting scenarios after")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument(
+        "--no-tmpfs", action="store_true", help="inject ENOSPC even where a tmpfs can be mounted"
+    )
+    parser.add_argument(
         "--only", default="", help="run only the later scenarios whose name contains this"
     )
     args = parser.parse_args(argv)
@@ -788,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tagger-chaos-"))
     print(f"chaos: seed {args.seed}, work folder {work}", flush=True)
     ok = False
-    with store_folder(work) as (store_dir, tmpfs):
+    with store_folder(work, not args.no_tmpfs) as (store_dir, tmpfs):
         chaos = Chaos(work, store_dir, random.Random(args.seed), tmpfs)
         try:
             ok = run_all(chaos, args, started)
