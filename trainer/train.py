@@ -103,6 +103,7 @@ def train(
         run_metrics,
         RunInputs(config, config_path, dataset_path, valid_path),
         recipe=describe_recipe(config, fitted.bf16, fitted.best_epoch),
+        valid_rows=split.valid,
     )
     if promotion["promoted"]:
         store.set_latest(version)
