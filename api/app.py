@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import swagger_ui_bundle
-import torch
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -39,15 +38,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        # Every torch call (loading, warm-up, inference) happens on this one thread.
+        # Every model call (loading, warm-up, inference) happens on this one thread; torch is
+        # imported (by the torch backend) only when a version is served with it.
         torch_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         manager = ModelManager(
             ArtefactStore(settings.artefacts_dir),
             verify_checksums=settings.verify_checksums,
             torch_executor=torch_executor,
             precision=settings.precision,
+            backend=settings.backend,
+            threads=settings.torch_threads,
         )
         inference = InferenceService(
             manager,

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from api.model_manager import LoadedModel, ModelManager
-from shared.predictor import Prediction
+from shared.prediction import Prediction
 
 log = logging.getLogger(__name__)
 

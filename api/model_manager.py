@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from shared.artefacts import ArtefactError, ArtefactStore, verify
-from shared.predictor import Predictor
+from shared.backends import load_predictor
+from shared.prediction import TagPredictor
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class LoadedModel:
     """A verified, warmed-up model and what the API reports about it."""
 
     version: str
-    predictor: Predictor
+    predictor: TagPredictor
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     training: dict[str, Any]
@@ -50,6 +51,8 @@ class ModelManager:
     verify_checksums: bool = True
     torch_executor: Executor | None = None
     precision: str = "fp32"
+    backend: str = "auto"
+    threads: int = 0
     current: LoadedModel | None = None
     failed: dict[str, str] = field(default_factory=dict)
     latest_seen: str | None = None  # the last version name read from LATEST
@@ -59,7 +62,13 @@ class ModelManager:
     def load_version(self, version: str) -> LoadedModel:
         """Build and warm up a verified version (blocking: run it on the torch thread)."""
         folder = self.store.version_path(version)
-        predictor = Predictor.from_folder(folder, verify_checksums=False, precision=self.precision)
+        predictor = load_predictor(
+            folder,
+            backend=self.backend,
+            precision=self.precision,
+            verify_checksums=False,
+            threads=self.threads,
+        )
         predictor.predict([WARMUP_TEXT], top_k=1)
         manifest = json.loads((folder / "manifest.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())

@@ -23,6 +23,7 @@ from api.schemas import (
     StatusResponse,
 )
 from api.settings import ApiSettings
+from shared.backends import backend_of
 
 router = APIRouter()
 T = TypeVar("T")
@@ -213,6 +214,7 @@ async def model_info(
         base_model=current.manifest.get("base_model"),
         threshold=current.predictor.threshold,
         precision=manager.precision,
+        backend=backend_of(current.predictor),
         labels=current.predictor.labels,
         training=current.training,
         metrics={k: v for k, v in valid.items() if k != "per_tag"},

@@ -29,9 +29,16 @@ class ApiSettings(BaseSettings):
     queue_depth: int = Field(
         1024, ge=1, description="most texts waiting; beyond it requests get 503 + Retry-After"
     )
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="model runtime: onnx (ONNX Runtime on the version's graph), torch, or auto "
+        "(onnx where the version has a graph, else torch where torch is installed)",
+    )
     precision: Literal["fp32", "int8"] = Field(
         "fp32", description="fp32, or int8 (dynamic quantization of the linear layers)"
     )
-    torch_threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: default)")
+    torch_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads of the model runtime, torch or ONNX (0: default)"
+    )
     log_level: str = Field("info", description="uvicorn and app log level")
     graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")
