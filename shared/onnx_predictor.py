@@ -27,6 +27,11 @@ from shared.text import normalize_text
 TOKENIZER_FILE = "tokenizer.json"
 
 
+# No usage telemetry (and no warning about where to keep its id in a read-only container).
+if hasattr(ort, "disable_telemetry_events"):
+    ort.disable_telemetry_events()
+
+
 def session_options(threads: int = 0) -> ort.SessionOptions:
     """How every graph is run; each choice measured in docs/benchmarks.md (ONNX Runtime)."""
     options = ort.SessionOptions()
@@ -35,6 +40,9 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     options.intra_op_num_threads = threads  # 0: one per physical core
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
+    # Idle intra-op threads sleep instead of spinning: the API shares the cores with its event
+    # loop (and the load generator in the bench); spinning threads took CPU they need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
