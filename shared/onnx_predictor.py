@@ -57,8 +57,9 @@ def load_tokenizer(folder: Path, max_length: int) -> tuple[Tokenizer, int]:
     config_path = folder / "tokenizer_config.json"
     if config_path.is_file():
         pad_token = json.loads(config_path.read_text()).get("pad_token")
-        if isinstance(pad_token, str) and tokenizer.token_to_id(pad_token) is not None:
-            pad_id = int(tokenizer.token_to_id(pad_token))
+        found = tokenizer.token_to_id(pad_token) if isinstance(pad_token, str) else None
+        if found is not None:
+            pad_id = int(found)
     return tokenizer, pad_id
 
 
