@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import uvicorn
@@ -32,12 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {key}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    hf_logging.disable_default_handler()  # its errors go through our handler (text or JSON)
-    hf_logging.enable_propagation()
+    # The torch backend's transformers would report the base model's unused pooler on every
+    # load; its level is read when it is first imported (the ONNX path never imports it).
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import swagger_ui_bundle
-import torch
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
@@ -54,9 +53,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        # Every forward pass happens on this one thread; new versions load on another.
+        # Every forward pass happens on this one thread; new versions load on another. torch is
+        # imported (by the torch backend) only when a version is served with it.
         torch_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         loader_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         manager = ModelManager(
@@ -68,6 +66,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             retry_initial_s=settings.retry_initial_s,
             retry_max_s=settings.retry_max_s,
             metrics=metrics,
+            backend=settings.backend,
+            threads=settings.torch_threads,
         )
         inference = InferenceService(
             manager,

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from shared.artefacts import ArtefactError, ArtefactStore, verify
-from shared.predictor import Predictor
+from shared.backends import load_predictor
+from shared.prediction import TagPredictor
 
 if TYPE_CHECKING:
     from api.metrics import ApiMetrics
@@ -61,7 +62,7 @@ class LoadedModel:
     """A verified, warmed-up model and what the API reports about it."""
 
     version: str
-    predictor: Predictor
+    predictor: TagPredictor
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     training: dict[str, Any]
@@ -80,6 +81,8 @@ class ModelManager:
     retry_initial_s: float = 5.0
     retry_max_s: float = 300.0
     clock: Callable[[], float] = time.monotonic
+    backend: str = "auto"
+    threads: int = 0
     current: LoadedModel | None = None
     failed: dict[str, FailedLoad] = field(default_factory=dict)
     latest_seen: str | None = None  # the last version name read from LATEST
@@ -92,7 +95,13 @@ class ModelManager:
         folder = self.store.version_path(version)
         if self.verify_checksums:
             verify(folder)
-        predictor = Predictor.from_folder(folder, verify_checksums=False, precision=self.precision)
+        predictor = load_predictor(
+            folder,
+            backend=self.backend,
+            precision=self.precision,
+            verify_checksums=False,
+            threads=self.threads,
+        )
         predictor.predict([WARMUP_TEXT], top_k=1)
         manifest = json.loads((folder / "manifest.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())

@@ -24,23 +24,26 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("API_ARTEFACTS_DIR", "data/artefacts")),
     )
     parser.add_argument("--version", help="a version to use instead of the one LATEST names")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnx", "torch"),
+        default=os.environ.get("API_BACKEND", "auto"),
+        help="model runtime, as API_BACKEND (default $API_BACKEND or auto)",
+    )
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object per text")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
 
-    from transformers.utils import logging as hf_logging
+    from shared.backends import load_predictor
 
-    from shared.predictor import Predictor
-
-    hf_logging.set_verbosity_error()
     store = ArtefactStore(args.artefacts_dir)
     try:
         version = args.version or store.latest()
         if version is None:
             raise ArtefactError(f"no model published in {store.root}: train one first (make train)")
-        predictor = Predictor.from_folder(store.version_path(version))
+        predictor = load_predictor(store.version_path(version), backend=args.backend)
     except (ArtefactError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from api.schemas import (
     replace_lone_surrogates,
 )
 from api.settings import ApiSettings
+from shared.backends import backend_of
 from shared.logs import request_context
 
 # Every route may fail unexpectedly; the answer is then a JSON 500 without internals.
@@ -242,6 +243,7 @@ async def model_info(
         base_model=current.manifest.get("base_model"),
         threshold=current.predictor.threshold,
         precision=manager.precision,
+        backend=backend_of(current.predictor),
         labels=current.predictor.labels,
         training=current.training,
         metrics={k: v for k, v in valid.items() if k != "per_tag"},

@@ -178,6 +178,9 @@ class ModelInfo(BaseModel):
     base_model: str | None = None
     threshold: float | None = None
     precision: str | None = Field(None, description="fp32 or int8 (API_PRECISION)")
+    backend: str | None = Field(
+        None, description="the runtime serving this version: onnx or torch (API_BACKEND)"
+    )
     labels: list[str] = []
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = Field({}, description="validation metrics of the served version")

@@ -38,10 +38,17 @@ class ApiSettings(BaseSettings):
         5.0, gt=0, description="first retry of a version that failed to load (then doubling)"
     )
     retry_max_s: float = Field(300.0, gt=0, description="longest wait between two retries")
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="model runtime: onnx (ONNX Runtime on the version's graph), torch, or auto "
+        "(onnx where the version has a graph, else torch where torch is installed)",
+    )
     precision: Literal["fp32", "int8"] = Field(
         "fp32", description="fp32, or int8 (dynamic quantization of the linear layers)"
     )
-    torch_threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: default)")
+    torch_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads of the model runtime, torch or ONNX (0: default)"
+    )
     log_level: str = Field("info", description="uvicorn and app log level")
     log_format: Literal["text", "json"] = Field(
         "text", description="text (human-readable lines) or json (one object per line)"

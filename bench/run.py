@@ -1,9 +1,10 @@
 """``make bench``: the served model against its own in-process limit, on this machine.
 
-1. the raw predictor in-process: batch-1 latency and batch-32 throughput on real titles;
-2. the real API (``python -m api`` under uvicorn) on 127.0.0.1 with the same artefact, with
-   micro-batching on and off, driven by ``wrk`` (another process) at several concurrencies,
-   one title per request;
+1. the raw predictor in-process, on each runtime (torch fp32, ONNX Runtime fp32 and int8):
+   batch-1 latency and batch-32 throughput on real titles;
+2. the real API (``python -m api`` under uvicorn) on 127.0.0.1 with the same artefact, on each
+   backend (and optionally with micro-batching off), driven by ``wrk`` (another process) at
+   several concurrencies, one title per request;
 3. memory (resident with one model, peak during a hot swap) and start-up time to ``/ready``;
 4. the cost of the instrumentation: two API processes, one with it (metrics on, JSON access
    log at info, as in production) and one without (``API_METRICS=false``, log level warning),
@@ -59,27 +60,29 @@ def rss_mib(pid: int) -> float:
 
 
 def raw_model(
-    folder: Path, titles: list[str], threads: int, precision: str = "fp32"
+    folder: Path,
+    titles: list[str],
+    threads: int,
+    precision: str = "fp32",
+    backend: str = "torch",
+    n_singles: int = 300,
+    reps: int = 5,
 ) -> dict[str, float]:
     """In-process limits of the predictor: batch-1 latency, batch-32 throughput."""
-    import torch
+    from shared.backends import load_predictor
 
-    from shared.predictor import Predictor
-
-    if threads:
-        torch.set_num_threads(threads)
-    predictor = Predictor.from_folder(folder, precision=precision)
+    predictor = load_predictor(folder, backend=backend, precision=precision, threads=threads)
     for title in titles[:20]:
         predictor.predict([title])
     singles = []
-    for title in titles[:300]:
+    for title in titles[:n_singles]:
         start = time.perf_counter()
         predictor.predict([title])
         singles.append((time.perf_counter() - start) * 1000)
     batches = [titles[i : i + 32] for i in range(0, min(len(titles), 32 * 50), 32)]
     predictor.predict(batches[0])
     rates = []
-    for rep in range(5):  # the median of 5 runs of 10 batches: this VM's speed wanders
+    for rep in range(reps):  # the median of runs of 10 batches: this VM's speed wanders
         chunk = batches[rep * 10 : rep * 10 + 10]
         start = time.perf_counter()
         for batch in chunk:
@@ -89,22 +92,33 @@ def raw_model(
         "batch1_p50_ms": round(statistics.median(singles), 2),
         "batch1_p95_ms": round(statistics.quantiles(singles, n=20)[18], 2),
         "batch32_titles_per_s": round(statistics.median(rates), 1),
-        "torch_threads": torch.get_num_threads(),
+        "threads": threads or os.cpu_count() or 0,
     }
 
 
 def raw_in_subprocess(
-    folder: Path, data: Path, threads: int, precision: str = "fp32"
+    folder: Path,
+    data: Path,
+    threads: int,
+    precision: str = "fp32",
+    backend: str = "torch",
+    singles: int = 300,
+    reps: int = 5,
 ) -> dict[str, float]:
     """Run :func:`raw_model` in a fresh process, so the parent holds no model or threads."""
     code = (
         "import json, sys; from pathlib import Path; from bench.run import raw_model; "
         "from shared.data import read_dataset; "
         "print(json.dumps(raw_model(Path(sys.argv[1]), read_dataset(sys.argv[2]).titles, "
-        "int(sys.argv[3]), sys.argv[4])))"
+        "int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7]))))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(folder), str(data), str(threads), precision],
+        [
+            sys.executable,
+            "-c",
+            code,
+            *map(str, (folder, data, threads, precision, backend, singles, reps)),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -269,6 +283,28 @@ def instrumentation_cost(
     return {"rounds": rounds, "medians": medians, "cost": cost, "runs": runs}
 
 
+# API modes: the environment of the server, and the raw run its throughput is compared with.
+MODES: dict[str, tuple[dict[str, str], str]] = {
+    "torch": ({"API_BACKEND": "torch", "API_BATCHING": "true"}, "torch-fp32"),
+    "onnx": ({"API_BACKEND": "onnx", "API_BATCHING": "true"}, "onnx-fp32"),
+    "onnx-int8": (
+        {"API_BACKEND": "onnx", "API_BATCHING": "true", "API_PRECISION": "int8"},
+        "onnx-int8",
+    ),
+    "torch-int8": (
+        {"API_BACKEND": "torch", "API_BATCHING": "true", "API_PRECISION": "int8"},
+        "torch-int8",
+    ),
+    "no-batching": ({"API_BACKEND": "torch", "API_BATCHING": "false"}, "torch-fp32"),
+}
+RAW = {  # name: (backend, precision)
+    "torch-fp32": ("torch", "fp32"),
+    "onnx-fp32": ("onnx", "fp32"),
+    "onnx-int8": ("onnx", "int8"),
+    "torch-int8": ("torch", "int8"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="titles to send (any format)")
@@ -276,11 +312,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per load level")
     parser.add_argument("--levels", default="1,8,32,64")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "bench")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", type=int, default=0, help="runtime threads (0: default)")
+    parser.add_argument(
+        "--raw-singles", type=int, default=300, help="batch-1 calls per raw measurement"
+    )
+    parser.add_argument(
+        "--raw-reps", type=int, default=5, help="runs of 10 batches of 32 per raw measurement"
+    )
     parser.add_argument(
         "--modes",
-        default="batching,no-batching,int8",
-        help="API modes to drive (comma-separated): batching, no-batching, int8 (with batching)",
+        default="torch,onnx,onnx-int8",
+        help=f"API modes to drive (comma-separated) of: {', '.join(MODES)}",
     )
     parser.add_argument(
         "--obs-rounds",
@@ -297,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
         return 2
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        print(f"error: unknown mode(s) {unknown}; known: {', '.join(MODES)}", file=sys.stderr)
+        return 2
     source = ArtefactStore(args.artefacts_dir)
     version = source.latest()
     if version is None:
@@ -306,35 +353,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     titles = read_dataset(args.data).titles
     levels = [int(x) for x in args.levels.split(",")]
+    folder = source.root / version
+    raw_names = list(dict.fromkeys(["torch-fp32", *(MODES[m][1] for m in modes)]))
+
+    def raw_pass() -> dict[str, dict[str, float]]:
+        found = {}
+        for name in raw_names:
+            backend, precision = RAW[name]
+            found[name] = raw_in_subprocess(
+                folder, args.data, args.threads, precision, backend, args.raw_singles, args.raw_reps
+            )
+            print(f"raw {name}:", json.dumps(found[name]), flush=True)
+        return found
 
     print(f"raw model in-process ({version}) ...", flush=True)
-    raw_before = raw_in_subprocess(source.root / version, args.data, args.threads)
-    print(json.dumps(raw_before), flush=True)
-    raw_int8 = None
-    if "int8" in args.modes.split(","):
-        raw_int8 = raw_in_subprocess(source.root / version, args.data, args.threads, "int8")
-        print("raw int8:", json.dumps(raw_int8), flush=True)
+    raw_before = raw_pass()
 
     workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
+    results: dict[str, Any] = {"modes": {}}
     try:
         bodies = workdir / "bodies.jsonl"
         bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in titles))
         store_root = workdir / "artefacts"
         store_root.mkdir()
-        shutil.copytree(source.root / version, store_root / version)
+        shutil.copytree(folder, store_root / version)
         (store_root / "LATEST").write_text(version + "\n")
 
-        modes = {
-            "batching": {"API_BATCHING": "true"},
-            "no-batching": {"API_BATCHING": "false"},
-            "int8": {"API_BATCHING": "true", "API_PRECISION": "int8"},
-        }
-        results: dict[str, Any] = {"modes": {}}
-        for mode in args.modes.split(","):
-            env = modes[mode]
+        for mode in modes:
+            env, raw_name = MODES[mode]
             if args.threads:
                 env = {**env, "API_TORCH_THREADS": str(args.threads)}
             print(f"API, {mode} ...", flush=True)
+            served = (store_root / "LATEST").read_text().strip()
             server = Server(store_root, env)
             try:
                 idle_rss = server.rss()
@@ -344,15 +394,14 @@ def main(argv: list[str] | None = None) -> int:
                     row = drive(server.url, bodies, concurrency, args.duration)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-                entry: dict[str, Any] = {
+                results["modes"][mode] = {
+                    "raw": raw_name,
                     "ready_s": server.ready_s,
                     "rss_idle_mib": round(idle_rss, 1),
                     "levels": rows,
+                    "rss_loaded_mib": round(server.rss(), 1),
+                    "swap": swap_peak(server, store_root, served),
                 }
-                if mode == "batching":
-                    entry["rss_loaded_mib"] = round(server.rss(), 1)
-                    entry["swap"] = swap_peak(server, store_root, version)
-                results["modes"][mode] = entry
             finally:
                 server.stop()
         if args.obs_rounds > 0:
@@ -364,15 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    raw_after = raw_in_subprocess(source.root / version, args.data, args.threads)
-    print("raw model again:", json.dumps(raw_after), flush=True)
-    raw = {
-        key: round((raw_before[key] + raw_after[key]) / 2, 2)
-        for key in ("batch1_p50_ms", "batch1_p95_ms", "batch32_titles_per_s")
-    }
-    raw["torch_threads"] = raw_before["torch_threads"]
+    raw_after = raw_pass()
+    raw = {}
+    for name in raw_names:
+        raw[name] = {
+            key: round((raw_before[name][key] + raw_after[name][key]) / 2, 2)
+            for key in ("batch1_p50_ms", "batch1_p95_ms", "batch32_titles_per_s")
+        }
+        raw[name]["threads"] = raw_before[name]["threads"]
     results.update(
-        raw_int8=raw_int8,
         raw=raw,
         raw_runs=[raw_before, raw_after],
         version=version,
@@ -382,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(),
+            "load_average_at_end": os.getloadavg(),
         },
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
@@ -396,63 +446,83 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(c["ok"] for c in checks) else 1
 
 
+def _at(results: dict[str, Any], mode: str, concurrency: int) -> dict[str, Any] | None:
+    entry = results["modes"].get(mode)
+    if entry is None:
+        return None
+    return next((r for r in entry["levels"] if r["concurrency"] == concurrency), None)
+
+
 def check(results: dict[str, Any]) -> list[dict[str, Any]]:
-    raw = results["raw"]
-    on = {r["concurrency"]: r for r in results["modes"]["batching"]["levels"]}
-    checks = []
-    if 32 in on:
-        ratio = on[32]["throughput"] / raw["batch32_titles_per_s"]
-        checks.append(
-            {
-                "check": "c=32 throughput >= 0.85 x raw batch-32",
-                "value": round(ratio, 3),
-                "ok": ratio >= 0.85,
-            }
-        )
-    if 1 in on:
-        gap = on[1]["p50_ms"] - raw["batch1_p50_ms"]
-        checks.append(
-            {"check": "c=1 p50 <= raw batch-1 p50 + 3 ms", "value": round(gap, 2), "ok": gap <= 3.0}
-        )
-    errors = sum(r["errors"] for r in on.values())
-    checks.append({"check": "zero errors with micro-batching", "value": errors, "ok": errors == 0})
-    swap = results["modes"]["batching"].get("swap")
-    if swap:
-        one_model = results["modes"]["batching"]["rss_loaded_mib"]
-        ratio = swap["rss_peak_mib"] / one_model
-        checks.append(
-            {
-                "check": "hot-swap peak RSS < 2.2 x one-model RSS",
-                "value": round(ratio, 2),
-                "ok": ratio < 2.2,
-            }
-        )
-    ready = results["modes"]["batching"]["ready_s"]
-    checks.append({"check": "start to /ready < 5 s", "value": ready, "ok": ready < 5})
+    """The targets (issue 12): each backend near its own raw rate, ONNX well above torch."""
+    checks: list[dict[str, Any]] = []
+
+    def add(name: str, value: float, ok: bool) -> None:
+        checks.append({"check": name, "value": value, "ok": ok})
+
+    for mode, entry in results["modes"].items():
+        raw = results["raw"][entry["raw"]]
+        row32 = _at(results, mode, 32)
+        if row32 is not None and entry["raw"] and mode != "no-batching":
+            ratio = row32["throughput"] / raw["batch32_titles_per_s"]
+            add(f"{mode}: c=32 >= 0.85 x its raw batch-32", round(ratio, 3), ratio >= 0.85)
+        if mode != "no-batching":
+            errors = sum(r["errors"] for r in entry["levels"])
+            add(f"{mode}: zero errors", errors, errors == 0)
+        swap = entry.get("swap")
+        if swap:
+            ratio = swap["rss_peak_mib"] / entry["rss_loaded_mib"]
+            add(f"{mode}: hot-swap peak RSS < 2.2 x one-model RSS", round(ratio, 2), ratio < 2.2)
+    torch32 = _at(results, "torch", 32)
+    for mode, factor in (("onnx", 1.3), ("onnx-int8", 2.5)):
+        row = _at(results, mode, 32)
+        if row is not None and torch32 is not None:
+            ratio = row["throughput"] / torch32["throughput"]
+            add(f"{mode}: c=32 >= {factor} x torch API c=32", round(ratio, 2), ratio >= factor)
+    for mode, limit in (("onnx", 7.0), ("onnx-int8", 5.0)):
+        row = _at(results, mode, 1)
+        if row is not None:
+            add(f"{mode}: c=1 p50 <= {limit} ms", row["p50_ms"], row["p50_ms"] <= limit)
+    torch1 = _at(results, "torch", 1)
+    if torch1 is not None:
+        gap = torch1["p50_ms"] - results["raw"]["torch-fp32"]["batch1_p50_ms"]
+        add("torch: c=1 p50 <= raw batch-1 p50 + 3 ms", round(gap, 2), gap <= 3.0)
+    for mode, ready_limit, rss_limit in (("onnx", 1.5, 300.0), ("torch", 5.0, None)):
+        entry = results["modes"].get(mode)
+        if entry is None:
+            continue
+        ready = entry["ready_s"]
+        add(f"{mode}: start to /ready <= {ready_limit} s", ready, ready <= ready_limit)
+        if rss_limit is not None:
+            rss = entry["rss_idle_mib"]
+            add(f"{mode}: RSS at ready <= {rss_limit:.0f} MiB", rss, rss <= rss_limit)
     cost = results.get("instrumentation", {}).get("cost", {})
     for key in ("c1_p50_slower_pct", "c32_throughput_lower_pct"):
         if key in cost:
             value = cost[key]
-            ok = value is not None and value <= 3
-            checks.append({"check": f"instrumentation {key} <= 3", "value": value, "ok": ok})
+            add(f"instrumentation {key} <= 3", value, value is not None and value <= 3)
     return checks
 
 
 def print_table(results: dict[str, Any]) -> None:
-    raw = results["raw"]
+    print("\nraw model, in-process (tokenization included):")
     print(
-        f"\nraw model, in-process ({raw['torch_threads']} torch threads): batch-1 p50 "
-        f"{raw['batch1_p50_ms']} ms (p95 {raw['batch1_p95_ms']} ms); batch-32 "
-        f"{raw['batch32_titles_per_s']} titles/s"
+        f"{'runtime':<12} {'threads':>7} {'b1 p50 ms':>10} {'b1 p95 ms':>10} {'b32 titles/s':>13}"
     )
+    for name, raw in results["raw"].items():
+        print(
+            f"{name:<12} {raw['threads']:>7} {raw['batch1_p50_ms']:>10.2f} "
+            f"{raw['batch1_p95_ms']:>10.2f} {raw['batch32_titles_per_s']:>13.1f}"
+        )
     header = (
-        f"{'mode':<12} {'conc':>5} {'req/s':>8} {'x raw32':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'API mode':<12} {'conc':>5} {'req/s':>8} {'x raw32':>8} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'errors':>7}"
     )
+    print()
     print(header)
     print("-" * len(header))
     for mode, entry in results["modes"].items():
-        base = results["raw_int8"] if mode == "int8" and results.get("raw_int8") else raw
+        base = results["raw"][entry["raw"]]
         for row in entry["levels"]:
             ratio = row["throughput"] / base["batch32_titles_per_s"]
             print(
@@ -460,17 +530,15 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} "
                 f"{row['errors']:>7}"
             )
-    if results.get("raw_int8"):
-        r8 = results["raw_int8"]
+    print()
+    for mode, entry in results["modes"].items():
+        swap = entry["swap"]
         print(
-            f"raw int8 model (the int8 rows' x raw32): batch-1 p50 {r8['batch1_p50_ms']} ms; "
-            f"batch-32 {r8['batch32_titles_per_s']} titles/s"
+            f"{mode}: start to /ready {entry['ready_s']} s; RSS at ready {entry['rss_idle_mib']} "
+            f"MiB, after the load {entry['rss_loaded_mib']} MiB; hot swap peak "
+            f"{swap['rss_peak_mib']} MiB, new version served {swap['swap_seen_after_s']} s after "
+            "LATEST moved"
         )
-    on = results["modes"]["batching"]
-    print(
-        f"\nstart to /ready {on['ready_s']} s; RSS idle {on['rss_idle_mib']} MiB, after load "
-        f"{on['rss_loaded_mib']} MiB; hot swap: {on['swap']}"
-    )
     instrumentation = results.get("instrumentation")
     if instrumentation:
         print(

@@ -12,8 +12,6 @@ threshold, maximum length). Only safetensors is ever read or written: nothing is
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
@@ -23,36 +21,11 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
+# TaggerSpec lives in the torch-free shared.spec; re-exported for existing imports.
+from shared.spec import TaggerSpec as TaggerSpec
+
 WEIGHTS_FILE = "model.safetensors"
-TAGGER_FILE = "tagger.json"
 HEAD_PREFIX = "tagger_head."
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TaggerSpec:
-    """How the network's outputs become tags; stored as ``tagger.json`` beside the weights."""
-
-    threshold: float
-    max_length: int
-    pooling: str = "mean"
-    score: str = "softmax"
-    format_version: int = FORMAT_VERSION
-
-    def save(self, folder: Path) -> None:
-        (folder / TAGGER_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, folder: Path) -> TaggerSpec:
-        data = json.loads((folder / TAGGER_FILE).read_text())
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{folder / TAGGER_FILE}: format_version {data.get('format_version')!r} "
-                f"is not {FORMAT_VERSION}; this code cannot serve it"
-            )
-        if data.get("pooling") != "mean" or data.get("score") not in ("softmax", "sigmoid"):
-            raise ValueError(f"{folder / TAGGER_FILE}: unsupported pooling/score {data}")
-        return cls(**data)
 
 
 class TaggerModel(nn.Module):

@@ -1,6 +1,7 @@
-"""The predictor: tokenizer + network + labels + threshold, built from one artefact folder.
+"""The torch predictor: tokenizer + network + labels + threshold, built from one artefact folder.
 
-Nothing else in the API touches torch. The trainer uses the same class to score its
+The API serves it with ``API_BACKEND=torch`` (or ``auto`` on a version without an ONNX graph);
+:mod:`shared.onnx_predictor` is its ONNX Runtime twin. The trainer uses the same class to score its
 validation set, so training-time and serving-time predictions cannot drift.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,31 +16,21 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from shared.artefacts import verify
-from shared.decision import decide
 from shared.model import TaggerModel, TaggerSpec
+
+# TagScore and Prediction live in the torch-free shared.prediction; re-exported here.
+from shared.prediction import Prediction as Prediction
+from shared.prediction import TagScore as TagScore
+from shared.prediction import length_grouped, to_predictions
 from shared.text import normalize_text
 
 PRECISIONS = ("fp32", "int8")
 
 
-@dataclass(frozen=True)
-class TagScore:
-    tag: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Tags of one text: the ``top_k`` by score, and those the model decides on; ``tokens``
-    is how many tokens the model read (special tokens included, after truncation)."""
-
-    tags: list[TagScore]
-    predicted: list[str]
-    tokens: int = 0
-
-
 class Predictor:
     """Scores texts with one loaded model; thread-compatible for inference (no mutation)."""
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -102,9 +92,7 @@ class Predictor:
     @torch.inference_mode()
     def _scores_of(self, ids: list[list[int]]) -> np.ndarray:
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in length_grouped([len(x) for x in ids], self.batch_size):
             input_ids, mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id or 0)
             logits = self.model(input_ids, mask)
             logits = logits.float()
@@ -115,21 +103,9 @@ class Predictor:
     def predict(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:
         """Top ``top_k`` tags with scores, and the decided tags, for each text in order."""
         ids = self.encode(texts)
-        scores = self._scores_of(ids)
-        chosen = decide(scores, self.threshold)
-        top_k = max(1, min(top_k, len(self.labels)))
-        results = []
-        for row, picked, tokens in zip(scores, chosen, ids, strict=True):
-            order = np.argsort(-row, kind="stable")
-            top, decided = order[:top_k], order[picked[order]]
-            results.append(
-                Prediction(
-                    tags=[TagScore(self.labels[i], round(float(row[i]), 6)) for i in top],
-                    predicted=[self.labels[i] for i in decided],
-                    tokens=len(tokens),
-                )
-            )
-        return results
+        return to_predictions(
+            self._scores_of(ids), self.labels, self.threshold, top_k, [len(x) for x in ids]
+        )
 
 
 # The first layer's feed-forward output projection sees the encoder's outlier activations;

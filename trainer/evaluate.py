@@ -30,6 +30,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="fp32",
         help="int8: dynamic quantization of the linear layers, as API_PRECISION=int8 serves",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "auto"),
+        default="torch",
+        help="runtime that scores, as API_BACKEND: torch (the reference), onnx (the version's "
+        "model.onnx or model.int8.onnx, as the API serves it), auto",
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -37,12 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
+    from shared.backends import load_predictor
     from shared.data import read_dataset
-    from shared.predictor import Predictor
     from trainer.metrics import tagging_metrics
 
     dataset = read_dataset(args.dataset, first_tag_only=args.first_tag_only)
-    predictor = Predictor.from_folder(args.artefact, precision=args.precision)
+    predictor = load_predictor(args.artefact, backend=args.backend, precision=args.precision)
     scores = predictor.scores(dataset.titles)
     metrics = tagging_metrics(
         scores, predictor.threshold, dataset.tags, predictor.labels, per_tag=args.per_tag

@@ -20,8 +20,10 @@ import yaml
 from transformers import PreTrainedTokenizerBase
 
 from shared.artefacts import MANIFEST_FILE, ArtefactStore, sha256_file
+from shared.data import Dataset
 from shared.model import TaggerModel, TaggerSpec
 from trainer.config import TrainConfig
+from trainer.export import export_onnx
 from trainer.metrics import HEADLINE_METRICS
 from trainer.report import write_report
 
@@ -47,10 +49,13 @@ def publish(
     run_metrics: dict[str, Any],
     inputs: RunInputs,
     recipe: str,
+    valid_rows: Dataset,
 ) -> str:
-    """Write the model, its tokenizer, ``run_metrics``, the model card, the resolved config and
-    the manifest into a new version; return its name. ``recipe`` is the card's one-sentence
-    description of how the model was trained."""
+    """Write the model, its tokenizer, its ONNX graphs, ``run_metrics``, the model card, the
+    resolved config and the manifest into a new version; return its name. ``recipe`` is the
+    card's one-sentence description of how the model was trained; ``valid_rows`` are the rows
+    the ONNX graphs are verified on (:func:`trainer.export.export_onnx`; a graph that does not
+    reproduce the model raises ExportError and nothing is published)."""
     config = inputs.config
     valid_metrics = run_metrics["valid"]
     baseline = run_metrics.get("baseline")
@@ -60,6 +65,10 @@ def publish(
         model.save(folder)
         tokenizer.save_pretrained(str(folder))
         spec.save(folder)
+        run_metrics = {
+            **run_metrics,
+            "onnx": export_onnx(model, tokenizer, spec, folder, valid_rows),
+        }
         _write_json(folder / METRICS_FILE, run_metrics)
         write_report(
             folder,
@@ -113,6 +122,8 @@ def _file_fingerprint(path: Path) -> dict[str, Any]:
 
 def _library_versions() -> dict[str, str]:
     import numpy
+    import onnx
+    import onnxruntime
     import safetensors
     import tokenizers
     import transformers
@@ -124,6 +135,8 @@ def _library_versions() -> dict[str, str]:
         "tokenizers": tokenizers.__version__,
         "safetensors": safetensors.__version__,
         "numpy": numpy.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
     }
 
 

@@ -112,6 +112,7 @@ def train(
         run_metrics,
         RunInputs(config, config_path, dataset_path, valid_path),
         recipe=describe_recipe(config, fitted.bf16, fitted.best_epoch),
+        valid_rows=split.valid,
     )
     promotion = settle_promotion(store, version, promotion, gate, force=config.force_promote)
     if promotion["promoted"]:

@@ -3,7 +3,9 @@
 #   build both images -> train (quick config) on the sample the image carries, with an empty
 #   data folder as on a fresh clone -> up api -> healthy ->
 #   /predict names the new version -> /docs, /openapi.json -> retrain while a client polls:
-#   new version served within seconds, zero failed requests -> restart api: newest served ->
+#   new version served within seconds, zero failed requests -> the lean API image has no torch
+#   and serves ONNX; a version without model.onnx is refused with the reason in /model while
+#   the previous one serves on -> restart api: the newest servable version served ->
 #   monitoring profile with two api replicas: Prometheus scrapes both and counts exactly the
 #   requests sent; the api logs JSON lines carrying the request ids ->
 #   docker compose down -v (also on failure).
@@ -86,6 +88,10 @@ echo "$answer"
 [ "$(status "$URL/docs")" = 200 ] || fail "/docs"
 [ "$(status "$URL/openapi.json")" = 200 ] || fail "/openapi.json"
 [ "$(status "$URL/nope")" = 404 ] || fail "unknown route is not 404"
+[ "$(get "$URL/model" | field backend)" = onnx ] || fail "/model does not say backend onnx"
+docker compose run --rm -T --no-deps --entrypoint python api -c \
+  'import importlib.util as u, sys; sys.exit(bool([m for m in ("torch", "transformers") if u.find_spec(m)]))' \
+  || fail "the API image has torch or transformers installed"
 
 step "retrain on a data folder with 800 real questions while a client polls /predict"
 # Another data set than v1's: the gate could rightly keep v1, so this run is forced.
@@ -110,7 +116,28 @@ assert poll["ok"] > 0 and poll["failed"] == 0, poll
 assert poll["versions"] == [sys.argv[2], sys.argv[3]], poll["versions"]
 PY
 
-step "restart the api: it serves the newest version"
+step "publish a version without model.onnx (as before the export): refused, $v2 serves on"
+v3=$(docker compose run --rm -T --entrypoint python trainer -c '
+import shutil
+from shared.artefacts import MANIFEST_FILE, ArtefactStore
+store = ArtefactStore("/artefacts")
+source = store.root / store.latest()
+with store.staging() as (version, folder):
+    for path in source.iterdir():
+        if path.name != MANIFEST_FILE and path.suffix != ".onnx":
+            shutil.copy(path, folder / path.name)
+store.set_latest(version)
+print(version)' 2>/dev/null | tail -1)
+[ -n "$v3" ] || fail "could not publish a version without a graph"
+published=$SECONDS
+until get "$URL/model" | grep -q "$v3 has no model.onnx"; do
+  [ $((SECONDS - published)) -le 15 ] || fail "/model does not list $v3 as refused after 15 s"
+  sleep 0.2
+done
+get "$URL/model" | python3 -c 'import json, sys; print(json.load(sys.stdin)["failed_versions"])'
+[ "$(get "$URL/model" | field version)" = "$v2" ] || fail "$v2 stopped serving"
+
+step "restart the api: it serves the newest version it can ($v2; LATEST names $v3)"
 docker compose stop api
 docker compose up -d api
 wait_healthy
