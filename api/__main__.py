@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import uvicorn
@@ -33,9 +32,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {key}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    # The torch backend's transformers would report the base model's unused pooler on every
-    # load; its level is read when it is first imported (the ONNX path never imports it).
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     uvicorn.run(
         create_app(settings),
         host=settings.host,

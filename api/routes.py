@@ -21,7 +21,6 @@ from api.schemas import (
     PredictResponse,
     ReadyResponse,
     StatusResponse,
-    replace_lone_surrogates,
 )
 from api.settings import ApiSettings
 from shared.backends import backend_of
@@ -105,7 +104,6 @@ async def _predict(
     inference: InferenceService,
     manager: ModelManager,
 ) -> JSONResponse:
-    texts = [replace_lone_surrogates(t) for t in texts]
     context = request_context.get()
     if context is not None:  # for the access log and the texts-per-request histogram
         context.texts = len(texts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -83,16 +82,6 @@ class PredictRequest(BaseModel):
 
     def all_texts(self) -> list[str]:
         return [self.text] if self.text is not None else list(self.texts or [])
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def replace_lone_surrogates(text: str) -> str:
-    """Replace unpaired UTF-16 surrogates (valid in JSON as escapes, but not characters: no
-    UTF-8 form, so the tokenizer cannot take them) with U+FFFD, as a UTF-8 decoder would.
-    A JSON parser has already joined every valid pair into one character."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 class TagScoreOut(BaseModel):
