@@ -108,6 +108,28 @@ def test_export_that_does_not_match_stops_the_run(
     assert not list(root.glob(".staging-*"))
 
 
+def test_full_disk_before_quantization_is_one_clear_error(
+    tiny_model_dir: Path, fixture_data: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    """The quantizer's scratch copy would be truncated silently on a full disk (found by
+    `make chaos`): the run stops with ENOSPC in words before it starts, publishing nothing."""
+    import errno
+    from collections import namedtuple
+
+    import trainer.export
+    from trainer.train import train
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(trainer.export.shutil, "disk_usage", lambda _: usage(1, 1, 2**20))
+    root = tmp_path / "artefacts"
+    with pytest.raises(OSError, match="int8 quantization needs about") as caught:
+        train(tiny_config(tiny_model_dir, epochs=1), fixture_data["train"], None, root)
+    assert caught.value.errno == errno.ENOSPC
+    assert "No space left on device" in str(caught.value)
+    assert ArtefactStore(root).versions() == [] and ArtefactStore(root).latest() is None
+    assert not list(root.glob(".staging-*"))
+
+
 def test_int8_left_out_when_it_loses_accuracy(
     tiny_model_dir: Path, fixture_data: dict[str, Path], tmp_path: Path, monkeypatch
 ) -> None:

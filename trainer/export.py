@@ -16,7 +16,9 @@ run), and int8 must keep micro-F1 within ``INT8_MAX_F1_DROP`` of fp32 (else it i
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -43,6 +46,9 @@ INT8_MAX_F1_DROP = 0.005
 # one scale per tensor the tiny test model lost 0.072 micro-F1, per channel none (and see
 # docs/benchmarks.md for the real model).
 INT8_OPTIONS: dict[str, Any] = {"per_channel": True}
+# Room the quantizer needs beside the fp32 graph, per byte of it: its shape-inferred copy (1x)
+# and the int8 graph (about 0.27x), with a margin.
+SCRATCH_PER_GRAPH_BYTE = 1.5
 
 
 class ExportError(RuntimeError):
@@ -160,6 +166,22 @@ def _export(
         )
 
 
+def _check_scratch_room(source: Path) -> None:
+    """ONNX Runtime's quantizer writes a shape-inferred copy of the graph beside it and reads it
+    back; onnx's writer does not report a full disk, so a truncated copy would surface as a
+    protobuf ``DecodeError`` deep inside it. Say so plainly before starting instead."""
+    need = source.stat().st_size * SCRATCH_PER_GRAPH_BYTE
+    free = shutil.disk_usage(source.parent).free
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: int8 quantization needs about {need / 2**20:.0f} MiB "
+            f"beside {source.name} (its scratch copy and the int8 graph), "
+            f"{free / 2**20:.0f} MiB free",
+            str(source.parent),
+        )
+
+
 def _quantize_and_check(
     folder: Path, spec: TaggerSpec, rows: Dataset, labels: list[str], fp32_f1: float
 ) -> dict[str, Any]:
@@ -169,6 +191,7 @@ def _quantize_and_check(
 
     source, target = folder / ONNX_FILES["fp32"], folder / ONNX_FILES["int8"]
     excluded = int8_excluded_nodes(source)
+    _check_scratch_room(source)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to run shape pre-processing first: not needed here
@@ -176,6 +199,14 @@ def _quantize_and_check(
         quantize_dynamic(
             source, target, weight_type=QuantType.QInt8, nodes_to_exclude=excluded, **INT8_OPTIONS
         )
+    except DecodeError as exc:
+        free = shutil.disk_usage(folder).free / 2**20
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device, most likely: ONNX Runtime's quantizer could not read back "
+            f"its shape-inferred copy of {source.name} ({free:.0f} MiB free now)",
+            str(folder),
+        ) from exc
     finally:
         root.setLevel(level)
     int8 = OnnxPredictor.from_folder(folder, verify_checksums=False, precision="int8")
