@@ -701,18 +701,27 @@ class Chaos:
         expect(self.versions_cli("use", good).exit == 0, "could not mend LATEST")
         return f"published {mine[0]} unpromoted (exit 3, says why); mended: {self.check(True)}"
 
-    def disk_full(self) -> str:
+    def disk_full(self, stage: str) -> str:
+        """The disk fills up while staging the weights, or later, just before the int8
+        quantization (whose scratch copy onnx's writer would truncate without a word)."""
         before = {v.name for v in self.store.versions()}
         latest = self.store.latest()
+        assert latest is not None
         ballast = self.store.root / "ballast"
         if self.tmpfs:
+            if stage == "weights":
+                room = 1 << 20  # the weights need about 9 MiB
+            else:  # room for the weights, the fp32 graph and the tokenizer, not for the scratch
+                files = ("model.safetensors", "model.onnx", "tokenizer.json")
+                room = sum((self.store.root / latest / f).stat().st_size for f in files)
+                room += 3 << 20
             stat = os.statvfs(self.store.root)
             free = stat.f_bavail * stat.f_frsize
-            with ballast.open("wb") as handle:  # leave 1 MiB: the weights need about 9
-                os.posix_fallocate(handle.fileno(), 0, max(free - (1 << 20), 0))
+            with ballast.open("wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, max(free - room, 1))
             job = self.train("good")
         else:
-            job = self.train("good", inject="enospc")
+            job = self.train("good", inject="enospc" if stage == "weights" else "truncate-scratch")
         try:
             code = job.wait()
         finally:
@@ -724,6 +733,10 @@ class Chaos:
         expect({v.name for v in self.store.versions()} == before, "a version appeared")
         expect(self.store.latest() == latest, "LATEST moved")
         how = "real tmpfs" if self.tmpfs else "injected ENOSPC"
+        if not self.tmpfs and stage == "quantization":
+            how = "injected truncated scratch copy"
+        if stage == "quantization":
+            expect("quantiz" in text, f"not stopped at the quantization: {text[-800:]}")
         return f"{how}: exit 1, one line, nothing published; {self.check(True)} still served"
 
     def kill_api_during_swap(self) -> str:
@@ -778,7 +791,7 @@ def store_folder(work: Path, tmpfs: bool) -> Iterator[tuple[Path, bool]]:
     mounted = False
     if tmpfs and os.geteuid() == 0 and shutil.which("mount"):
         result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=192m", "tmpfs", str(folder)],
+            ["mount", "-t", "tmpfs", "-o", "size=384m", "tmpfs", str(folder)],
             capture_output=True,
             text=True,
         )
@@ -842,7 +855,8 @@ def run_all(chaos: Chaos, args: argparse.Namespace, started: float) -> bool:
             lambda: chaos.break_latest((new_version_name() + "\n").encode(), "a missing version"),
         ),
         ("LATEST broken during a run", chaos.break_latest_during_run),
-        ("disk full during staging", chaos.disk_full),
+        ("disk full during staging", lambda: chaos.disk_full("weights")),
+        ("disk full before int8 quantization", lambda: chaos.disk_full("quantization")),
         ("API killed during a swap", chaos.kill_api_during_swap),
     ]
     skipped = 0

@@ -40,6 +40,21 @@ def inject_enospc() -> None:
     trainer.publish._write_json = full
 
 
+def inject_truncated_scratch() -> None:
+    """A full disk as onnx's writer meets it (where no small tmpfs can be mounted): the
+    quantizer's shape-inferred scratch copy of the graph comes out truncated, without an error."""
+    import onnx.shape_inference
+
+    real = onnx.shape_inference.infer_shapes_path
+
+    def truncating(source: Any, target: Any = "", *args: Any, **kwargs: Any) -> None:
+        real(source, target, *args, **kwargs)
+        written = Path(target or source)
+        written.write_bytes(written.read_bytes()[: written.stat().st_size // 2])
+
+    onnx.shape_inference.infer_shapes_path = truncating
+
+
 def child(job: dict[str, Any]) -> None:
     """Runs in the forked process: never returns."""
     code = 1
@@ -53,6 +68,8 @@ def child(job: dict[str, Any]) -> None:
         sys.stdin = open(os.devnull)
         if job.get("inject") == "enospc":
             inject_enospc()
+        elif job.get("inject") == "truncate-scratch":
+            inject_truncated_scratch()
         if job["module"] == "build-tiny-bert":
             from tests.conftest import build_tiny_bert
 
