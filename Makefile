@@ -25,8 +25,8 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast chaos lint fuzz e2e bench bench-swap bench-body baseline \
-	clean
+	rollback quickstart test test-fast chaos lint fuzz e2e k8s-check bench bench-swap bench-body \
+	baseline clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,9 @@ fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a r
 
 e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh
+
+k8s-check: setup ## render deploy/k8s with kustomize and validate it against the Kubernetes schemas (offline)
+	$(PY) -m pytest tests/test_k8s.py -q
 
 lint: setup ## ruff lint and format check, mypy on every package
 	$(VENV)/bin/ruff check .
