@@ -25,7 +25,7 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast chaos lint fuzz e2e k8s-check bench bench-swap bench-body \
+	rollback quickstart test test-fast chaos lint fuzz e2e e2e-swarm k8s-check bench bench-swap bench-body \
 	baseline clean
 
 help: ## list the targets
@@ -108,6 +108,9 @@ fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a r
 
 e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh
+
+e2e-swarm: ## deploy/swarm/stack.yaml on a real single-node Docker Swarm: replicas, retrain and rolling update under load
+	bash tests/swarm/run.sh
 
 k8s-check: setup ## render deploy/k8s with kustomize and validate it against the Kubernetes schemas (offline)
 	$(PY) -m pytest tests/test_k8s.py -q

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from api.healthcheck import check as healthcheck
 from shared.artefacts import ArtefactStore
 from tests.conftest import REPO, free_port
 from tests.test_trainer import run_cli
@@ -89,6 +90,10 @@ def test_retrain_is_served_without_restart_or_failed_requests(
 ) -> None:
     url, artefacts, proc = api_server
     assert httpx.get(f"{url}/ready").status_code == 503  # started with nothing published
+    # The orchestrators' healthcheck: nothing published is healthy (no restart loop before
+    # the first training); a port nobody answers on is not.
+    assert healthcheck(url) == (True, "no version published yet: nothing to serve")
+    assert healthcheck(f"http://127.0.0.1:{free_port()}")[0] is False
 
     config = tmp_path / "tiny.yaml"
     config.write_text(
@@ -107,8 +112,11 @@ def test_retrain_is_served_without_restart_or_failed_requests(
     first = train_cli(config, fixture_data["train"], artefacts)
     deadline = time.monotonic() + 15
     while httpx.get(f"{url}/ready").status_code != 200:
+        # published but not loaded yet: not healthy, so a rollout waits for this replica
+        assert healthcheck(url)[0] is False or httpx.get(f"{url}/ready").status_code == 200
         assert time.monotonic() < deadline, "first model not picked up"
         time.sleep(0.1)
+    assert healthcheck(url) == (True, f"ready: serving {first}")
 
     seen: list[tuple[int, str | None]] = []
     stop = threading.Event()

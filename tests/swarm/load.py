@@ -1,0 +1,134 @@
+"""Load for make e2e-swarm: N clients POST /predict through the edge until a stop file appears.
+
+Standard library only (it runs on the host, outside the virtual environment). Every request is
+counted under the phase named in the phase file when it started ("steady", "retrain",
+"rolling", ...), so one run of the client gives the figures of every step. Twice a second it
+writes a snapshot (JSON) that the test script reads while it runs: per replica (the edge's
+X-Served-By header) the version it answered last and when; the current streak of answers
+naming one version; totals. At the end it prints the final snapshot as one JSON line.
+
+    python3 tests/swarm/load.py URL WORKDIR [--clients 16] [--max-seconds 1800]
+WORKDIR holds ``phase`` (read), ``stop`` (read) and ``snapshot.json`` (written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+TITLES = [
+    "How to merge two dictionaries in Python?",
+    "Java NullPointerException when calling a method on a list",
+    "SQL join three tables with a group by",
+    "How do I center a div with CSS flexbox?",
+]
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.phases: dict[str, dict[str, Any]] = defaultdict(
+            lambda: {"ok": 0, "failed": 0, "errors": [], "versions": {}, "first": None, "last": 0}
+        )
+        self.replicas: dict[str, dict[str, Any]] = {}
+        self.streak = {"version": None, "count": 0}
+
+    def record(self, phase: str, version: str | None, replica: str, error: str | None) -> None:
+        now = round(time.monotonic() - self.started, 3)
+        with self.lock:
+            entry = self.phases[phase]
+            entry["first"] = now if entry["first"] is None else entry["first"]
+            entry["last"] = now
+            if error is not None:
+                entry["failed"] += 1
+                if len(entry["errors"]) < 10:
+                    entry["errors"].append(f"{now}s {error}"[:300])
+                self.streak = {"version": None, "count": 0}
+                return
+            entry["ok"] += 1
+            entry["versions"][version] = entry["versions"].get(version, 0) + 1
+            self.replicas[replica] = {"version": version, "at": now}
+            if self.streak["version"] == version:
+                self.streak["count"] += 1
+            else:
+                self.streak = {"version": version, "count": 1}
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return json.loads(
+                json.dumps(
+                    {
+                        "now": round(time.monotonic() - self.started, 3),
+                        "phases": self.phases,
+                        "replicas": self.replicas,
+                        "streak": self.streak,
+                    }
+                )
+            )
+
+
+def client(url: str, work: Path, tally: Tally, stop: threading.Event, n: int) -> None:
+    parts = urllib.parse.urlsplit(url)
+    connection: http.client.HTTPConnection | None = None
+    i = n
+    while not stop.is_set():
+        phase = (work / "phase").read_text().strip() or "steady"
+        body = json.dumps({"text": TITLES[i % len(TITLES)]})
+        i += 1
+        try:
+            if connection is None:
+                connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+            connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
+            version = json.loads(payload)["model_version"]
+            tally.record(phase, version, response.getheader("X-Served-By") or "?", None)
+        except (OSError, http.client.HTTPException, ValueError, KeyError, RuntimeError) as exc:
+            tally.record(phase, None, "", f"{type(exc).__name__}: {exc}")
+            if connection is not None:
+                connection.close()
+            connection = None
+            time.sleep(0.05)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--max-seconds", type=float, default=1800)
+    args = parser.parse_args()
+    tally, stop = Tally(), threading.Event()
+    threads = [
+        threading.Thread(target=client, args=(args.url, args.work, tally, stop, n), daemon=True)
+        for n in range(args.clients)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + args.max_seconds
+    snapshot_file = args.work / "snapshot.json"
+    while not (args.work / "stop").exists() and time.monotonic() < deadline:
+        tmp = snapshot_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(tally.snapshot()))
+        os.replace(tmp, snapshot_file)
+        time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=20)
+    print(json.dumps(tally.snapshot()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# make e2e-swarm: deploy/swarm/stack.yaml on a real single-node Docker Swarm; any deviation fails.
+#   swarm init (unless this engine is already in a swarm) -> build the images -> docker stack
+#   deploy: 3 api replicas, the HAProxy edge (host-mode port), the trainer job trains a quick
+#   model -> 50 answers in a row through the edge name it, from every replica ->
+#   16 clients poll through the edge from here on -> the trainer job again (forced promotion):
+#   every replica serves the new version within 15 s, no failed request -> docker service
+#   update --image to a rebuilt api image (start-first, one at a time): no failed request,
+#   every new replica serves -> scale to 1 and back to 3 -> the figures -> docker stack rm, its
+#   volumes and the rebuilt image removed, swarm left if this script made it (also on failure).
+# Talks to the API only through the edge's port on 127.0.0.1, and to each replica through the
+# edge container (Docker's DNS, tasks.api) to read what every replica serves.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+STACK=${SWARM_STACK:-tagger-swarm-e2e}
+export EDGE_PORT=${E2E_SWARM_PORT:-18100}
+export TRAIN_CONFIG=train-quick.yaml
+export API_POLL_INTERVAL_S=1
+export API_REPLICAS=3
+# Two cores run three replicas, the edge, 16 clients and a training: one thread for the
+# trainer (two threads of a contended CPU made a 400-question epoch take minutes), and each
+# replica capped at half a core.
+export TRAINER_THREADS=1
+export API_CPUS=0.5 API_TORCH_THREADS=1
+export TAG=${TAG:-latest}
+URL="http://127.0.0.1:${EDGE_PORT}"
+REBUILT="tagger-api:swarm-e2e-rebuilt"
+CLIENTS=16
+
+WORK=$(mktemp -d)
+echo steady > "$WORK/phase"
+made_swarm=false
+loader=
+
+step() { printf '\n== e2e-swarm %s: %s\n' "$(date +%T)" "$*"; }
+fail() {
+  echo "E2E-SWARM FAILED: $*" >&2
+  docker service ls >&2 || true
+  docker service ps --no-trunc "${STACK}_api" >&2 || true
+  docker service logs --raw --tail 30 "${STACK}_edge" >&2 || true
+  docker service logs --raw --tail 30 "${STACK}_api" >&2 || true
+  exit 1
+}
+remove_stack() {
+  docker stack rm "$STACK" >/dev/null 2>&1 || true
+  # A job's containers (the trainer's) outlive `docker stack rm`, even a running one.
+  docker ps -aq --filter "label=com.docker.swarm.service.name=${STACK}_trainer" \
+    | xargs -r docker rm -f >/dev/null
+  for _ in $(seq 1 60); do  # then the volumes can go, once the network is gone too
+    [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$STACK")" ] \
+      && [ -z "$(docker network ls -q --filter "label=com.docker.stack.namespace=$STACK")" ] && break
+    sleep 1
+  done
+  docker volume rm "${STACK}_artefacts" "${STACK}_data" >/dev/null 2>&1 || true
+}
+cleanup() {
+  step "clean up: stack, volumes, rebuilt image$($made_swarm && echo ', swarm')"
+  touch "$WORK/stop"
+  [ -n "$loader" ] && wait "$loader" 2>/dev/null || true
+  remove_stack
+  docker image rm "$REBUILT" >/dev/null 2>&1 || true
+  if $made_swarm; then docker swarm leave --force >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+snap() {  # a Python expression over the load client's snapshot `s`
+  python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
+    "$WORK/snapshot.json" "$1" 2>/dev/null || echo ""
+}
+run_trainer_job() {  # waits for the job; prints the version it published
+  local before
+  before=$(docker service ps -q "${STACK}_trainer" | wc -l)
+  if [ "$#" -gt 0 ]; then docker service update --detach --force "$@" "${STACK}_trainer" >/dev/null; fi
+  for _ in $(seq 1 600); do
+    local tasks states
+    tasks=$(docker service ps -q "${STACK}_trainer" | wc -l)
+    states=$(docker service ps --format '{{.CurrentState}}' "${STACK}_trainer" | head -1)
+    if [ "$tasks" -gt "$before" ] || [ "$#" -eq 0 ]; then
+      case "$states" in
+        Complete*) break ;;
+        Failed*|Rejected*) docker service logs --raw --tail 20 "${STACK}_trainer" >&2; fail "trainer job: $states" ;;
+      esac
+    fi
+    sleep 1
+  done
+  docker service logs --raw "${STACK}_trainer" 2>/dev/null \
+    | sed -n 's/^published \([^ ]*\) .*/\1/p' | sort | tail -1
+}
+replica_versions() {  # what every api task serves, asked through the edge container
+  local edge
+  edge=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_edge" | head -1)
+  docker exec "$edge" python3 -c '
+import json, socket, urllib.request as u
+addresses = sorted({a[4][0] for a in socket.getaddrinfo("tasks.api", 8000, proto=socket.IPPROTO_TCP)})
+out = {}
+for a in addresses:
+    try:
+        out[a] = json.load(u.urlopen(f"http://{a}:8000/model", timeout=3))["version"]
+    except Exception as exc:
+        out[a] = f"error {exc!r}"[:80]
+print(json.dumps(out))'
+}
+all_serve() {  # VERSION N: exactly N replicas and all serve VERSION
+  python3 -c 'import json, sys; v = json.loads(sys.argv[1]); sys.exit(not (len(v) == int(sys.argv[3]) and set(v.values()) == {sys.argv[2]}))' \
+    "$(replica_versions)" "$1" "$2"
+}
+wait_converged() {  # SERVICE: its last update or scale has finished
+  for _ in $(seq 1 300); do
+    local state
+    state=$(docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$1")
+    case "$state" in
+      ""|completed) [ "$(docker service ls --filter "name=$1" --format '{{.Replicas}}' | awk -F/ '{print ($1 == $2)}')" = 1 ] && return 0 ;;
+      rollback_*|paused) fail "$1 update ended in state $state" ;;
+    esac
+    sleep 1
+  done
+  fail "$1 did not converge in 300 s"
+}
+SECONDS=0
+
+step "swarm"
+case "$(docker info --format '{{.Swarm.LocalNodeState}}')" in
+  active) echo "this engine is already in a swarm: using it, leaving it as it is" ;;
+  inactive) docker swarm init --advertise-addr 127.0.0.1 >/dev/null; made_swarm=true; echo "swarm initialised (left again at the end)" ;;
+  *) fail "swarm state $(docker info --format '{{.Swarm.LocalNodeState}}')" ;;
+esac
+
+remove_stack  # what a killed earlier run may have left
+
+step "build the images (api, edge, trainer)"
+docker compose -f deploy/swarm/stack.yaml build --quiet
+
+step "docker stack deploy: 3 api replicas, the edge, the trainer job (quick config, embedded sample)"
+docker stack deploy --resolve-image never -c deploy/swarm/stack.yaml "$STACK"
+v1=$(run_trainer_job); [ -n "$v1" ] || fail "the first trainer job published nothing"
+echo "v1 = $v1 (trained ${SECONDS} s after the start)"
+
+step "every replica serves $v1; 50 answers in a row through the edge name it"
+for i in $(seq 1 60); do all_serve "$v1" 3 && break; [ "$i" -lt 60 ] || fail "replicas: $(replica_versions)"; sleep 1; done
+echo "replicas: $(replica_versions)"
+python3 tests/swarm/load.py "$URL" "$WORK" --clients "$CLIENTS" > "$WORK/load.json" &
+loader=$!
+for i in $(seq 1 120); do
+  [ "$(snap 's["streak"]["version"] == "'"$v1"'" and s["streak"]["count"] >= 50')" = True ] && break
+  [ "$i" -lt 120 ] || fail "no 50 answers in a row naming $v1: $(cat "$WORK/snapshot.json")"
+  sleep 0.5
+done
+[ "$(snap 'len(s["replicas"])')" = 3 ] || fail "answers did not come from 3 replicas: $(snap 's["replicas"]')"
+echo "50 in a row: $(snap 's["streak"]'); answered by $(snap 'sorted(s["replicas"])')"
+
+step "retrain (the trainer job again, forced promotion) while $CLIENTS clients poll"
+echo retrain > "$WORK/phase"
+v2=$(run_trainer_job --env-add TRAINER_FORCE_PROMOTE=true)
+[ -n "$v2" ] && [ "$v2" != "$v1" ] || fail "the second trainer job published no new version"
+published=$SECONDS
+until all_serve "$v2" 3; do
+  [ $((SECONDS - published)) -le 15 ] || fail "not every replica serves $v2 15 s after the job ended: $(replica_versions)"
+  sleep 0.2
+done
+# Counted from the trainer's "published" line (Docker's timestamp on it; LATEST moved just
+# before), not from the end of the job, which Swarm reports a few seconds later.
+every_replica_s=$(python3 -c 'import sys, datetime as d
+line = d.datetime.fromisoformat(sys.argv[1][:26].rstrip("Z") + "+00:00")
+print(f"{d.datetime.now(d.timezone.utc).timestamp() - line.timestamp():.1f}")' \
+  "$(docker service logs --raw --timestamps "${STACK}_trainer" 2>/dev/null | grep " published $v2 " | cut -d' ' -f1)")
+python3 -c 'import sys; sys.exit(float(sys.argv[1]) > 15)' "$every_replica_s" \
+  || fail "every replica served $v2 only ${every_replica_s} s after it was published"
+echo "v2 = $v2: every replica serves it ${every_replica_s} s after the trainer's published line"
+sleep 2
+
+step "rolling update of the api to a rebuilt image ($REBUILT) while $CLIENTS clients poll"
+echo rolling > "$WORK/phase"
+# The image just built with one label more: a new image id, as a new release has, built in a
+# second (a from-scratch build of the same Dockerfile would test pip, not the rollout).
+printf 'FROM tagger-api:%s\nLABEL tagger.e2e.rebuilt="%s"\n' "$TAG" "$(date -u +%FT%TZ)" \
+  | docker build --quiet -t "$REBUILT" - >/dev/null
+[ "$(docker image inspect -f '{{.Id}}' "$REBUILT")" != "$(docker image inspect -f '{{.Id}}' "tagger-api:$TAG")" ] \
+  || fail "the rebuilt image is the same image"
+rolled_at=$SECONDS
+docker service update --quiet --detach=false --no-resolve-image --image "$REBUILT" "${STACK}_api" \
+  || fail "docker service update did not converge"
+wait_converged "${STACK}_api"
+rolling_s=$((SECONDS - rolled_at))
+images=$(docker service ps --filter desired-state=running --format '{{.Image}}' "${STACK}_api" | sort -u)
+[ "$images" = "$REBUILT" ] || fail "running api tasks: $images"
+all_serve "$v2" 3 || fail "after the update: $(replica_versions)"
+echo "rolled in ${rolling_s} s; replicas: $(replica_versions)"
+
+step "scale the api to 1, then back to 3, while $CLIENTS clients poll"
+echo scaling > "$WORK/phase"
+docker service scale --detach=false "${STACK}_api=1" >/dev/null
+wait_converged "${STACK}_api"
+for i in $(seq 1 30); do all_serve "$v2" 1 && break; [ "$i" -lt 30 ] || fail "at 1: $(replica_versions)"; sleep 1; done
+echo one-replica > "$WORK/phase"; sleep 15  # the rate of one replica, for the capacity table
+echo scaling > "$WORK/phase"
+docker service scale --detach=false "${STACK}_api=3" >/dev/null
+wait_converged "${STACK}_api"
+for i in $(seq 1 60); do all_serve "$v2" 3 && break; [ "$i" -lt 60 ] || fail "back at 3: $(replica_versions)"; sleep 1; done
+echo "replicas: $(replica_versions)"
+echo three-replicas > "$WORK/phase"; sleep 15
+
+touch "$WORK/stop"; wait "$loader"; loader=
+python3 - "$WORK/load.json" "$v1" "$v2" "$every_replica_s" "$rolling_s" <<'PY' || fail "requests failed, or answers named the wrong versions"
+import json, sys
+load = json.load(open(sys.argv[1]))
+v1, v2, every_s, rolling_s = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+phases = load["phases"]
+for name in ("steady", "retrain", "rolling", "scaling", "one-replica", "three-replicas"):
+    p = phases[name]
+    rate = p["ok"] / max(p["last"] - p["first"], 1e-9)
+    print(
+        f"{name:14} {p['ok']:6} ok {p['failed']:3} failed {rate:6.1f}/s  versions {p['versions']}"
+        f"  {p['errors'][:3]}"
+    )
+assert all(p["failed"] == 0 for p in phases.values()), "failed requests"
+assert set(phases["retrain"]["versions"]) <= {v1, v2} and v2 in phases["retrain"]["versions"]
+for name in ("rolling", "scaling", "one-replica", "three-replicas"):
+    assert set(phases[name]["versions"]) == {v2}, (name, phases[name]["versions"])
+total = sum(p["ok"] for p in phases.values())
+print(
+    f"swarm: {total} requests at concurrency 16 in {load['now']:.0f} s, 0 failed; every replica "
+    f"on the new version {every_s} s after it was published; rolling update of 3 replicas {rolling_s} s, "
+    f"{phases['rolling']['ok']} requests during it, 0 failed"
+)
+PY
+
+step "passed in ${SECONDS} s"
+echo "e2e-swarm: 1 passed, 0 failed"
