@@ -65,9 +65,10 @@ class UtcJsonFormatter(JsonFormatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger: message``, then the request's fields in brackets when it has any."""
+    """``time level logger: message``, then the request's fields (or, in a data-parallel
+    training run, the process's rank) in brackets when it has any."""
 
-    FIELDS = ("request_id", "texts", "model_version")
+    FIELDS = ("request_id", "texts", "model_version", "rank", "world_size")
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)

@@ -92,12 +92,14 @@ class Predictor:
     @torch.inference_mode()
     def _scores_of(self, ids: list[list[int]]) -> np.ndarray:
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        # Batches go where the weights are: the trainer validates on its training device.
+        device = next(self.model.parameters()).device
         for rows in length_grouped([len(x) for x in ids], self.batch_size):
             input_ids, mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id or 0)
-            logits = self.model(input_ids, mask)
+            logits = self.model(input_ids.to(device), mask.to(device))
             logits = logits.float()
             probs = torch.sigmoid(logits) if self.spec.score == "sigmoid" else logits.softmax(-1)
-            out[rows] = probs.numpy()
+            out[rows] = probs.cpu().numpy()
         return out
 
     def predict(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:

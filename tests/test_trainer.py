@@ -396,3 +396,62 @@ def test_head_starts_at_tag_name_embeddings_with_the_tag_priors(tiny_model_dir: 
     prior = multi_hot.mean(dim=0)
     assert torch.allclose(logits.mean(dim=0), torch.log(prior / (1 - prior)), atol=1e-4)
     assert torch.allclose(logits.std(dim=0), torch.ones(3), atol=1e-4)
+
+
+def test_device_setting_picks_the_gpu_only_where_there_is_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from trainer.compute import resolve_device
+    from trainer.config import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: cuda, but torch sees no CUDA GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="one process per GPU"):
+        resolve_device("cuda", local_rank=2)
+
+
+def test_bf16_auto_on_a_gpu_follows_its_support(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from trainer.fit import use_bf16
+
+    cuda = torch.device("cuda", 0)
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert use_bf16("auto", cuda) is supported
+    assert use_bf16("fp32", cuda) is False and use_bf16("bf16", cuda) is True
+
+
+def test_processes_share_the_cores_unless_threads_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import compute
+
+    monkeypatch.setattr(compute, "cpu_cores", lambda: 16)
+    assert compute.torch_threads(0, world_size=1, local_world_size=1) == 0  # torch's default
+    assert compute.torch_threads(0, world_size=4, local_world_size=2) == 8
+    assert compute.torch_threads(0, world_size=32, local_world_size=32) == 1
+    assert compute.torch_threads(3, world_size=4, local_world_size=4) == 3
+
+
+def test_without_torchrun_a_run_is_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.compute import launch_env
+    from trainer.config import ConfigError
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert launch_env() == (0, 1, 0, 1)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert launch_env() == (3, 4, 1, 2)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE='two'"):
+        launch_env()

@@ -33,7 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "promoted (it scored below LATEST on the same validation rows, or LATEST could not "
             "be read when it was published; the reason is printed); 2 bad config or data, or "
             "an artefacts directory that cannot take a new version (one line on stderr, before "
-            "any training); 1 other failure."
+            "any training); 1 other failure.\n\n"
+            "Data-parallel: torchrun --nproc_per_node N -m trainer [these options] trains with N "
+            "processes (batch_size stays the batch of one step over all of them); rank 0 "
+            "publishes, and torchrun's own exit code is 0 only if every process exits 0."
         ),
     )
     parser.add_argument(
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import train  # heavy imports only after the arguments are good
 
     result = train(config, dataset, args.valid, args.artefacts_dir, config_path=args.config)
+    if result is None:  # a torchrun process other than rank 0: rank 0 published
+        return 0
     print(f"published {result.version} -> {result.path}")
     if not result.promoted:
         print(f"not promoted: LATEST unchanged ({result.reason})")

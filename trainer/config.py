@@ -62,10 +62,17 @@ class TrainConfig(BaseSettings):
         description="validate and publish an exponential moving average of the weights with "
         "this per-step decay (0: the weights as trained)",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where training computes: auto: a CUDA GPU when torch sees one, else the "
+        "CPU; under torchrun each process takes the GPU of its local rank (evaluation, export "
+        "and publishing run on the CPU whatever this says)",
+    )
     train_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="bf16: forward passes of training under bfloat16 autocast (weights, "
-        "optimizer and validation stay fp32); auto: bf16 where the CPU computes it natively",
+        "optimizer and validation stay fp32); auto: bf16 where the device computes it "
+        "natively (a CPU with bf16 instructions, a CUDA GPU with bf16 support)",
     )
     valid_fraction: float = Field(
         0.1, gt=0, lt=1, description="share of the training file held out when --valid is not given"
@@ -85,7 +92,13 @@ class TrainConfig(BaseSettings):
     early_stopping_patience: int = Field(
         1, ge=0, description="epochs without a better validation micro-F1 before stopping"
     )
-    threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: all cores)")
+    threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="torch CPU threads per process (0: all cores; under torchrun, the cores "
+        "divided among the machine's processes)",
+    )
     baseline: bool = Field(
         True, description="also fit the TF-IDF baseline on the same split and record its figures"
     )

@@ -2,11 +2,15 @@
 
 * batches of titles of similar length (padding only to the longest in a batch);
 * the head starts at the pretrained embeddings of the tag names (:func:`init_head_from_tag_names`);
-* forward passes under bfloat16 autocast where the CPU computes it natively (:func:`use_bf16`);
+* forward passes under bfloat16 autocast where the device computes it natively (:func:`use_bf16`);
 * an exponential moving average of the weights is what is validated and kept
   (:class:`WeightAverage`);
 * after each epoch the validation rows are scored; the best epoch's weights are kept and the
   loop stops early when micro-F1 stops improving.
+
+It runs on the device of :class:`trainer.compute.Compute`, and under torchrun as one of several
+data-parallel processes (each trains on its share of every batch; rank 0 alone validates and
+keeps the best epoch's weights); the model it hands back is on the CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tqdm import tqdm
 from shared.data import Dataset
 from shared.model import TaggerModel
 from shared.predictor import Predictor, pad_batch
+from trainer.compute import Compute
 from trainer.config import MODEL_PACKAGE, ConfigError, TrainConfig
 from trainer.metrics import HEADLINE_METRICS, Truth, tagging_metrics, tune_threshold
 from trainer.split import Split
@@ -167,23 +172,30 @@ def init_head_from_tag_names(
     was_training = model.training
     model.train(False)
     pad_id = predictor.tokenizer.pad_token_id or 0
+    device = model.tagger_head.weight.device
+
+    def pool(ids: list[list[int]]) -> torch.Tensor:
+        return model.pool(*(t.to(device) for t in pad_batch(ids, pad_id)))
+
     names = torch.nn.functional.normalize(
-        model.pool(*pad_batch(predictor.encode([t.replace("-", " ") for t in labels]), pad_id)),
-        dim=-1,
+        pool(predictor.encode([t.replace("-", " ") for t in labels])), dim=-1
     )
-    cosines = model.pool(*pad_batch(sample_ids, pad_id)) @ names.T
+    cosines = pool(sample_ids) @ names.T
     mean, spread = cosines.mean(dim=0), cosines.std(dim=0).clamp(min=1e-4)
-    prior = multi_hot.mean(dim=0).clamp(1e-4, 1 - 1e-4)
+    prior = multi_hot.to(device).mean(dim=0).clamp(1e-4, 1 - 1e-4)
     start = torch.log(prior / (1 - prior)) if loss == "bce" else torch.log(prior)
     model.tagger_head.weight.copy_(names / spread[:, None])
     model.tagger_head.bias.copy_(start - mean / spread)
     model.train(was_training)
 
 
-def use_bf16(setting: str) -> bool:
-    """Whether training runs under bfloat16 autocast: asked for, or ``auto`` and the CPU has
-    native bfloat16 instructions (without them autocast emulates and is slower than fp32)."""
+def use_bf16(setting: str, device: torch.device | None = None) -> bool:
+    """Whether training runs under bfloat16 autocast: asked for, or ``auto`` and the device
+    (default the CPU) computes bfloat16 natively: a CUDA GPU that supports it, a CPU with the
+    instructions (without them autocast emulates and is slower than fp32)."""
     if setting == "auto":
+        if device is not None and device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported())
         return bool(
             torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         )
@@ -202,17 +214,29 @@ def warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], floa
     return factor
 
 
-def fit(model: TaggerModel, predictor: Predictor, split: Split, config: TrainConfig) -> FitResult:
-    """Train ``model`` (which ``predictor`` wraps) on ``split.train``; leave in it the weights
-    of the epoch that scored best on ``split.valid``."""
+def fit(
+    model: TaggerModel,
+    predictor: Predictor,
+    split: Split,
+    config: TrainConfig,
+    compute: Compute | None = None,
+) -> FitResult:
+    """Train ``model`` (which ``predictor`` wraps) on ``split.train`` on ``compute``'s device
+    (default: this process alone, on the CPU); leave in it, back on the CPU, the weights of the
+    epoch that scored best on ``split.valid``. Under torchrun every process calls this: each
+    trains on its share of every batch, rank 0 alone validates, and only rank 0's model holds
+    the best epoch's weights (the others return with an empty history)."""
+    compute = compute or Compute()
+    device = compute.device
     rng = np.random.default_rng(config.seed + 1)  # batch order; the split has its own
     train_ids = predictor.encode(split.train.titles)
-    targets = soft_targets(split.train.tags, split.labels)
+    targets = soft_targets(split.train.tags, split.labels).to(device)
     multi_hot = (targets > 0).float()
     pad_id = predictor.tokenizer.pad_token_id or 0
     lengths = [len(ids) for ids in train_ids]
     total_steps = math.ceil(len(train_ids) / config.batch_size) * config.epochs
 
+    model.to(device)
     if config.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     head_params = list(model.tagger_head.parameters())
@@ -221,6 +245,7 @@ def fit(model: TaggerModel, predictor: Predictor, split: Split, config: TrainCon
         init_head_from_tag_names(
             model, predictor, split.labels, train_ids[:1024], multi_hot, config.loss
         )
+    network = compute.wrap(model)  # DDP keeps the processes' weights equal after every step
     optimizer = torch.optim.AdamW(
         [
             {"params": encoder_params, "lr": config.lr_encoder},
@@ -232,8 +257,9 @@ def fit(model: TaggerModel, predictor: Predictor, split: Split, config: TrainCon
         optimizer, warmup_linear(total_steps, config.warmup_ratio)
     )
 
-    bf16 = use_bf16(config.train_precision)
+    bf16 = use_bf16(config.train_precision, device)
     log.info("training precision: %s", "bf16 autocast" if bf16 else "fp32")
+    # Of the unwrapped model's weights: the same tensors DDP updates in every process.
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     result = FitResult(best_epoch=0, bf16=bf16)
     best_score, best_weights, epochs_without_gain = -1.0, None, 0
@@ -246,30 +272,49 @@ def fit(model: TaggerModel, predictor: Predictor, split: Split, config: TrainCon
             unit="ex",
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
             dynamic_ncols=True,
+            disable=not compute.is_main,
         )
+        # Every process draws the same batches from the same seeded generator and trains on
+        # its share of each, so the epochs reshuffle alike everywhere (set_epoch's job).
         for batch in length_grouped_batches(lengths, config.batch_size, rng):
-            input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(input_ids, mask)
+            rows, weight = compute.share(batch)
+            input_ids, mask = (
+                t.to(device) for t in pad_batch([train_ids[i] for i in rows], pad_id)
+            )
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = network(input_ids, mask)
             logits = logits.float()
             if config.loss == "bce":
-                loss = F.binary_cross_entropy_with_logits(logits, multi_hot[batch])
+                loss = F.binary_cross_entropy_with_logits(logits, multi_hot[rows])
             else:
-                loss = -(targets[batch] * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+                loss = -(targets[rows] * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if compute.distributed else loss).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             if average:
                 average.update()
-            loss_sum += loss.item() * len(batch)
+            if weight:
+                loss_sum += loss.item() * len(rows)
             bar.update(len(batch))
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         bar.close()
         elapsed = time.monotonic() - epoch_start
+        loss_sum = compute.total(loss_sum)
         result.train_seconds += elapsed
         result.samples_seen += len(train_ids)
+
+        if not compute.is_main:  # rank 0 validates; the others learn whether it stops here
+            log.info(
+                "epoch %d/%d: trained this process's share in %.1f s; rank 0 validates",
+                epoch,
+                config.epochs,
+                elapsed,
+            )
+            if compute.broadcast(False):
+                break
+            continue
 
         model.train(False)  # inference mode: dropout off
         raw_weights = average.swap_in(model) if average else None
@@ -298,6 +343,7 @@ def fit(model: TaggerModel, predictor: Predictor, split: Split, config: TrainCon
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if raw_weights is not None:
             model.load_state_dict(raw_weights)
+        stop = False
         if not improved:
             epochs_without_gain += 1
             if epochs_without_gain > config.early_stopping_patience:
@@ -305,9 +351,14 @@ def fit(model: TaggerModel, predictor: Predictor, split: Split, config: TrainCon
                     "validation micro-F1 has not improved for %d epoch(s): stopping",
                     epochs_without_gain,
                 )
-                break
+                stop = True
+        if compute.broadcast(stop):
+            break
 
-    assert best_weights is not None  # the first epoch always improves on -1
-    model.load_state_dict(best_weights)
+    compute.check_in(model)
+    if compute.is_main:
+        assert best_weights is not None  # the first epoch always improves on -1
+        model.load_state_dict(best_weights)
+    model.to("cpu")
     model.train(False)
     return result

@@ -3,6 +3,8 @@
 Each step lives in its own module: :mod:`trainer.split` (which rows), :mod:`trainer.fit` (the
 training loop and its tricks), :mod:`trainer.baseline` (the TF-IDF yardstick),
 :mod:`trainer.promotion` (the gate) and :mod:`trainer.publish` (the version and its provenance).
+:mod:`trainer.compute` says where it computes: the device, and under torchrun which of the
+data-parallel processes this is (all of them fit; rank 0 alone evaluates, gates and publishes).
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoTokenizer
 
 from shared.artefacts import ArtefactError, ArtefactStore
 from shared.model import TaggerModel, TaggerSpec
 from shared.predictor import Predictor
 from trainer.baseline import baseline_metrics
+from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig
 from trainer.fit import fit, resolve_base_model, seed_everything, validate
 from trainer.metrics import HEADLINE_METRICS
@@ -46,20 +48,36 @@ def train(
     valid_path: Path | None,
     artefacts_dir: Path,
     config_path: Path | None = None,
-) -> TrainResult:
-    """Run one training and publish its version; ``LATEST`` moves to it if the gate allows."""
+) -> TrainResult | None:
+    """Run one training and publish its version; ``LATEST`` moves to it if the gate allows.
+    Under torchrun every process trains; rank 0 publishes and the others return None once it
+    has (a process that died, or a failure of rank 0's, fails the whole job instead)."""
+    with start_compute(config) as compute:
+        result = _train(compute, config, dataset_path, valid_path, artefacts_dir, config_path)
+        compute.barrier()  # the other processes wait here while rank 0 evaluates and publishes
+    return result
+
+
+def _train(
+    compute: Compute,
+    config: TrainConfig,
+    dataset_path: Path,
+    valid_path: Path | None,
+    artefacts_dir: Path,
+    config_path: Path | None,
+) -> TrainResult | None:
     started = time.monotonic()
     base_folder = resolve_base_model(config.base_model)
     seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
 
     split = prepare_split(config, dataset_path, valid_path)
     # The store is checked before any training, never after: a run that cannot publish fails
     # now with one line, not after its last epoch (and bad input leaves the store untouched).
+    # Rank 0 alone touches the store; its error stops every process.
     store = ArtefactStore(artefacts_dir)
-    incumbent = store.check_writable()
-    log.info("artefacts in %s; LATEST names %s", artefacts_dir, incumbent or "nothing yet")
+    incumbent = compute.on_main(store.check_writable)
+    if compute.is_main:
+        log.info("artefacts in %s; LATEST names %s", artefacts_dir, incumbent or "nothing yet")
     log.info(
         "training on %d questions, validating on %d, %d tags; base model %s",
         len(split.train),
@@ -73,7 +91,11 @@ def train(
     spec = TaggerSpec(threshold=0.5, max_length=config.max_length, score=score)
     predictor = Predictor(model, tokenizer, spec, batch_size=config.eval_batch_size)
 
-    fitted = fit(model, predictor, split, config)
+    # Returns in every process only once all of them have finished training with the same
+    # weights: rank 0 cannot publish after a peer died.
+    fitted = fit(model, predictor, split, config, compute)
+    if not compute.is_main:
+        return None
 
     final = validate(predictor, split.valid, split.labels, per_tag=True)
     spec = TaggerSpec(threshold=final.threshold, max_length=config.max_length, score=score)
