@@ -81,7 +81,7 @@ def client(url: str, work: Path, tally: Tally, stop: threading.Event, n: int) ->
     connection: http.client.HTTPConnection | None = None
     i = n
     while not stop.is_set():
-        phase = (work / "phase").read_text().strip() or "steady"
+        phase = (work / "phase").read_text().strip()  # replaced atomically by the test
         body = json.dumps({"text": TITLES[i % len(TITLES)]})
         i += 1
         try:

@@ -33,6 +33,7 @@ echo steady > "$WORK/phase"
 made_swarm=false
 loader=
 
+phase() { echo "$1" > "$WORK/phase.tmp"; mv "$WORK/phase.tmp" "$WORK/phase"; }  # atomic: clients read it
 step() { printf '\n== e2e-swarm %s: %s\n' "$(date +%T)" "$*"; }
 fail() {
   echo "E2E-SWARM FAILED: $*" >&2
@@ -151,7 +152,7 @@ done
 echo "50 in a row: $(snap 's["streak"]'); answered by $(snap 'sorted(s["replicas"])')"
 
 step "retrain (the trainer job again, forced promotion) while $CLIENTS clients poll"
-echo retrain > "$WORK/phase"
+phase retrain
 v2=$(run_trainer_job --env-add TRAINER_FORCE_PROMOTE=true)
 [ -n "$v2" ] && [ "$v2" != "$v1" ] || fail "the second trainer job published no new version"
 published=$SECONDS
@@ -171,7 +172,7 @@ echo "v2 = $v2: every replica serves it ${every_replica_s} s after the trainer's
 sleep 2
 
 step "rolling update of the api to a rebuilt image ($REBUILT) while $CLIENTS clients poll"
-echo rolling > "$WORK/phase"
+phase rolling
 # The image just built with one label more: a new image id, as a new release has, built in a
 # second (a from-scratch build of the same Dockerfile would test pip, not the rollout).
 printf 'FROM tagger-api:%s\nLABEL tagger.e2e.rebuilt="%s"\n' "$TAG" "$(date -u +%FT%TZ)" \
@@ -189,17 +190,17 @@ all_serve "$v2" 3 || fail "after the update: $(replica_versions)"
 echo "rolled in ${rolling_s} s; replicas: $(replica_versions)"
 
 step "scale the api to 1, then back to 3, while $CLIENTS clients poll"
-echo scaling > "$WORK/phase"
+phase scaling
 docker service scale --detach=false "${STACK}_api=1" >/dev/null
 wait_converged "${STACK}_api"
 for i in $(seq 1 30); do all_serve "$v2" 1 && break; [ "$i" -lt 30 ] || fail "at 1: $(replica_versions)"; sleep 1; done
-echo one-replica > "$WORK/phase"; sleep 15  # the rate of one replica, for the capacity table
-echo scaling > "$WORK/phase"
+phase one-replica; sleep 15  # the rate of one replica, for the capacity table
+phase scaling
 docker service scale --detach=false "${STACK}_api=3" >/dev/null
 wait_converged "${STACK}_api"
 for i in $(seq 1 60); do all_serve "$v2" 3 && break; [ "$i" -lt 60 ] || fail "back at 3: $(replica_versions)"; sleep 1; done
 echo "replicas: $(replica_versions)"
-echo three-replicas > "$WORK/phase"; sleep 15
+phase three-replicas; sleep 15
 
 touch "$WORK/stop"; wait "$loader"; loader=
 python3 - "$WORK/load.json" "$v1" "$v2" "$every_replica_s" "$rolling_s" <<'PY' || fail "requests failed, or answers named the wrong versions"
