@@ -19,6 +19,7 @@ import yaml
 from torch.nn import functional as F
 
 from shared.artefacts import ArtefactError, ArtefactStore, verify
+from shared.backends import ONNX_FILES
 from shared.model import TaggerModel
 from shared.predictor import Predictor, pad_batch
 from tests.conftest import REPO, free_port
@@ -98,7 +99,16 @@ def test_two_processes_publish_what_one_would(
         scores = Predictor.from_folder(folder).scores(["pandas numpy", "spring maven"])
         assert scores.shape == (2, 4)
         metrics.append(json.loads((folder / "metrics.json").read_text()))
-    assert files[0] == files[1]  # the same artefact, file for file
+    # The same artefact, file for file, but for the int8 graph: it is published only where it
+    # keeps fp32's micro-F1 within 0.005, a close call on a tiny random model that float
+    # rounding between the runs can tip either way; where it is left out, the reason is recorded.
+    int8 = ONNX_FILES["int8"]
+    assert files[0] - {int8} == files[1] - {int8}
+    assert ONNX_FILES["fp32"] in files[0] and ONNX_FILES["fp32"] in files[1]
+    for names, m in zip(files, metrics, strict=True):
+        entry = m["onnx"]["int8"]
+        assert entry["published"] == (int8 in names)
+        assert entry["published"] or "below fp32" in entry["reason"]
     single, parallel = (m["valid"] for m in metrics)
     assert single["p_at_1"] > 0.8 and parallel["p_at_1"] > 0.8  # both learnt the topic words
     assert abs(single["micro_f1"] - parallel["micro_f1"]) <= MICRO_F1_TOLERANCE, (single, parallel)
