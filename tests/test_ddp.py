@@ -23,7 +23,7 @@ from shared.backends import ONNX_FILES
 from shared.model import TaggerModel
 from shared.predictor import Predictor, pad_batch
 from tests.conftest import REPO, free_port
-from tests.test_trainer import run_cli
+from tests.test_trainer import run_cli, trainer_args
 from trainer.compute import Compute
 
 pytestmark = pytest.mark.integration
@@ -54,21 +54,6 @@ def write_config(path: Path, tiny_model_dir: Path, **overrides: object) -> Path:
     }
     path.write_text(yaml.safe_dump(values))
     return path
-
-
-def trainer_args(config: Path, fixture_data: dict[str, Path], artefacts: Path) -> list[str]:
-    return [
-        "-m",
-        "trainer",
-        "--config",
-        str(config),
-        "--dataset",
-        str(fixture_data["train"]),
-        "--valid",
-        str(fixture_data["valid"]),
-        "--artefacts-dir",
-        str(artefacts),
-    ]
 
 
 def test_two_processes_publish_what_one_would(

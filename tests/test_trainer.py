@@ -94,6 +94,15 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def trainer_args(config: Path, fixture_data: dict[str, Path], artefacts: Path) -> list[str]:
+    """``python -m trainer`` on ``config`` with the fixture data, publishing into ``artefacts``."""
+    return [
+        *("-m", "trainer", "--config", str(config)),
+        *("--dataset", str(fixture_data["train"]), "--valid", str(fixture_data["valid"])),
+        *("--artefacts-dir", str(artefacts)),
+    ]
+
+
 def test_cli_trains_and_publishes(
     tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
 ) -> None:
@@ -218,18 +227,7 @@ def test_cli_exit_code_tells_whether_latest_moved(
             {"base_model": str(tiny_model_dir), "epochs": 1, "lr_encoder": 1e-9, "lr_head": 1e-9}
         )
     )
-    args = (
-        "-m",
-        "trainer",
-        "--config",
-        str(config),
-        "--dataset",
-        str(fixture_data["train"]),
-        "--valid",
-        str(fixture_data["valid"]),
-        "--artefacts-dir",
-        str(tmp_path),
-    )
+    args = trainer_args(config, fixture_data, tmp_path)
     refused = run_cli(*args)
     assert refused.returncode == 3, refused.stderr
     assert "not promoted" in refused.stdout and "NOT promoted" in refused.stderr
