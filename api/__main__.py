@@ -9,6 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
+from api.middleware import ACCESS_LOGGER
 from api.settings import ApiSettings
 from shared.logs import setup_logging
 
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             key = "API_" + ".".join(str(p) for p in err["loc"]).upper()
             print(f"error: {key}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format)
+    # Access lines (one a request) are written in batches unless API_LOG_FLUSH_S is 0.
+    buffered = (ACCESS_LOGGER,) if settings.log_flush_s > 0 else ()
+    setup_logging(settings.log_level, settings.log_format, buffered=buffered)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

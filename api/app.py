@@ -23,6 +23,7 @@ from api.model_manager import ModelManager
 from api.routes import router
 from api.settings import ApiSettings
 from shared.artefacts import ArtefactStore
+from shared.logs import flush_logs
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             metrics.watch(manager, inference)
         await manager.start()
         inference.start()
-        watcher = asyncio.create_task(manager.watch(settings.poll_interval_s), name="watch-latest")
+        tasks = [asyncio.create_task(manager.watch(settings.poll_interval_s), name="watch-latest")]
+        if settings.log_flush_s > 0:
+            tasks.append(asyncio.create_task(_flush_logs_every(settings.log_flush_s)))
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            flush_logs()
             await inference.close()
             torch_executor.shutdown(wait=True, cancel_futures=True)
             loader_executor.shutdown(wait=True, cancel_futures=True)
@@ -116,6 +121,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     document_limits(app, settings)
     _serve_docs_offline(app)
     return app
+
+
+async def _flush_logs_every(interval_s: float) -> None:
+    """Write the buffered access lines every ``interval_s`` (see shared.logs.AccessBuffer)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        flush_logs()
 
 
 def _serve_metrics(app: FastAPI, metrics: ApiMetrics) -> None:

@@ -241,9 +241,7 @@ class InferenceService:
         except Exception as exc:
             _fail(batch, exc)
             return
-        if self.metrics is not None:
-            waits = (started - job.enqueued for job in batch)
-            self.metrics.observe_batch(waits, time.monotonic() - started, results)
+        seconds = time.monotonic() - started
         self.stats.batches += 1
         self.stats.texts += len(texts)
         start = 0
@@ -252,6 +250,11 @@ class InferenceService:
             start += len(job.texts)
             if not job.future.done():
                 job.future.set_result((model, [_cut(p, job.top_k) for p in rows]))
+        if self.metrics is not None:
+            # Counted once the answers are on their way: the callback runs after the requests'
+            # own steps, so recording a batch never delays its answers.
+            waits = [started - job.enqueued for job in batch]
+            loop.call_soon(self.metrics.observe_batch, waits, seconds, results)
 
 
 def _fail(batch: list[_Job], exc: BaseException) -> None:

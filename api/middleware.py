@@ -25,7 +25,8 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
 # Probes and scrapes come every few seconds: their access lines are debug, not info.
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 
-access_log = logging.getLogger("api.access")
+ACCESS_LOGGER = "api.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 def request_id_from(scope: Scope) -> str:

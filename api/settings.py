@@ -53,5 +53,12 @@ class ApiSettings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="text (human-readable lines) or json (one object per line)"
     )
+    log_flush_s: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="access lines are written in batches at least this often (0: each at once); "
+        "other lines, warnings and errors at once",
+    )
     metrics: bool = Field(True, description="GET /metrics (Prometheus) and its instrumentation")
     graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")

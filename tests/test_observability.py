@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,8 +19,15 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from api.middleware import ACCESS_LOGGER
 from shared.artefacts import LATEST_FILE, ArtefactStore
-from shared.logs import setup_logging
+from shared.logs import (
+    BUFFER_CAPACITY,
+    RequestContext,
+    flush_logs,
+    request_context,
+    setup_logging,
+)
 from tests.test_api import clone_version, make_client, wait_for
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -196,18 +205,33 @@ def test_500_carries_the_request_id(client: TestClient) -> None:
     assert response.json()["request_id"] == "r-500"
 
 
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """Route every log record to a buffer as JSON lines; the root logger is restored after."""
+@contextlib.contextmanager
+def logging_to(buffer: io.StringIO, fmt: str = "json", **options: Any) -> Iterator[None]:
+    """``setup_logging`` into ``buffer``; the root logger is restored after."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
-    buffer = io.StringIO()
-    setup_logging("info", "json", stream=buffer)
+    setup_logging("info", fmt, stream=buffer, **options)
     try:
-        yield buffer
+        yield
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Route every log record to a buffer as JSON lines, each written when it is logged."""
+    buffer = io.StringIO()
+    with logging_to(buffer):
+        yield buffer
+
+
+@pytest.fixture
+def buffered_log() -> Iterator[io.StringIO]:
+    """JSON lines as the API writes them: api.access's info lines wait for a flush."""
+    buffer = io.StringIO()
+    with logging_to(buffer, buffered=(ACCESS_LOGGER,)):
+        yield buffer
 
 
 def records(buffer: io.StringIO) -> list[dict]:
@@ -271,18 +295,71 @@ def test_publish_log_carries_the_version(store_copy: ArtefactStore, json_log: io
     assert published["version"] == version and published["logger"] == "shared.artefacts"
 
 
+def messages(buffer: io.StringIO) -> list[str]:
+    return [json.loads(line)["message"] for line in buffer.getvalue().splitlines()]
+
+
+def test_buffered_access_lines_wait_for_a_flush_and_keep_the_order(
+    buffered_log: io.StringIO,
+) -> None:
+    access, other = logging.getLogger(ACCESS_LOGGER), logging.getLogger("api.model_manager")
+    access.info("a1")
+    access.info("a2")
+    assert buffered_log.getvalue() == ""
+    other.info("m1")  # a line of another logger goes out at once, after what waited
+    assert messages(buffered_log) == ["a1", "a2", "m1"]
+    access.info("a3")
+    access.warning("a4")  # a warning too
+    access.info("a5")
+    assert messages(buffered_log) == ["a1", "a2", "m1", "a3", "a4"]
+    flush_logs()
+    assert messages(buffered_log)[-1] == "a5"
+    for i in range(BUFFER_CAPACITY):  # a full buffer is written without waiting
+        access.info("b%d", i)
+    assert messages(buffered_log)[-1] == f"b{BUFFER_CAPACITY - 1}"
+
+
+def test_a_buffered_line_keeps_the_request_id_of_its_own_request(
+    buffered_log: io.StringIO,
+) -> None:
+    access = logging.getLogger(ACCESS_LOGGER)
+    token = request_context.set(RequestContext("first"))
+    access.info("in the first request")
+    request_context.reset(token)
+    access.info("between requests")
+    token = request_context.set(RequestContext("second"))
+    flush_logs()  # written while another request is served
+    request_context.reset(token)
+    lines = records(buffered_log)
+    assert [r.get("request_id") for r in lines] == ["first", None]
+
+
+def test_the_api_writes_its_buffered_access_lines_by_the_end(
+    published: ArtefactStore, buffered_log: io.StringIO
+) -> None:
+    # Flushed every minute: within the test, only the app's shutdown writes the line.
+    with make_client(published.root, log_flush_s=60) as c:
+        assert c.post("/predict", json={"text": "x"}, headers={"X-Request-ID": "buf-1"}).is_success
+        assert "buf-1" not in buffered_log.getvalue()
+    assert [r["route"] for r in records(buffered_log) if r.get("request_id") == "buf-1"] == [
+        "/predict"
+    ]
+
+
+def test_the_api_flushes_its_access_lines_every_api_log_flush_s(
+    published: ArtefactStore, buffered_log: io.StringIO
+) -> None:
+    with make_client(published.root, log_flush_s=0.05) as c:
+        assert c.post("/predict", json={"text": "x"}, headers={"X-Request-ID": "buf-2"}).is_success
+        wait_for(lambda: "buf-2" in buffered_log.getvalue(), timeout=5)
+
+
 def test_text_format_shows_the_request_fields() -> None:
     buffer = io.StringIO()
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    try:
-        setup_logging("info", "text", stream=buffer)
+    with logging_to(buffer, "text"):
         logging.getLogger("api.access").info(
             "POST /predict 200", extra={"request_id": "abc", "texts": 2}
         )
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
     assert re.fullmatch(
         r"\S+ \S+ INFO api\.access: POST /predict 200 \[request_id=abc texts=2\]\n",
         buffer.getvalue(),
