@@ -6,9 +6,10 @@
    backend (and optionally with micro-batching off), driven by ``wrk`` (another process) at
    several concurrencies, one title per request;
 3. memory (resident with one model, peak during a hot swap) and start-up time to ``/ready``;
-4. the cost of the instrumentation: two API processes, one with it (metrics on, JSON access
-   log at info, as in production) and one without (``API_METRICS=false``, log level warning),
-   driven in turn, several interleaved rounds, at concurrency 1 and 32 (medians compared).
+4. the cost of the instrumentation: an API process with it (metrics on, JSON access log at
+   info, as in production), one without (``API_METRICS=false``, log level warning) and a
+   second one without as a control, driven in turn at concurrency 1 and 32, in rounds of fresh
+   processes; the cost is the median of the rounds' on/off ratios, the control's the noise.
 Prints a table, writes the same as JSON under data/bench/, and checks the targets
 (exit code 1 if one is missed).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -231,34 +233,48 @@ UNINSTRUMENTED = {"API_METRICS": "false", "API_LOG_LEVEL": "warning"}
 
 
 def instrumentation_cost(
-    store_root: Path, bodies: Path, levels: list[int], rounds: int, duration: int, threads: int
+    store_root: Path,
+    bodies: Path,
+    levels: list[int],
+    rounds: int,
+    duration: int,
+    threads: int,
+    control: bool = True,
 ) -> dict[str, Any]:
-    """The same load on an instrumented and an uninstrumented API, interleaved: both run
-    side by side (the idle one only polls LATEST), each level is driven on one then the other,
-    in alternating order, ``rounds`` times; medians per level, and the relative cost."""
+    """The same load on an instrumented API ("on") and an uninstrumented one ("off"), and
+    (``control``) on a second uninstrumented one ("off2"), to show what the comparison reads
+    when nothing differs. Each round starts fresh processes (a process's own placement moves
+    its speed by a few per cent, which would otherwise stay with one side for the whole run),
+    warms them up, then drives each level on each of them in a rotating order. The cost is the
+    median over rounds of each round's own on/off ratio, so a machine that drifts between
+    rounds does not move it."""
+    envs = {"on": INSTRUMENTED, "off": UNINSTRUMENTED}
+    if control:
+        envs["off2"] = UNINSTRUMENTED
     extra = {"API_POLL_INTERVAL_S": "2"}
     if threads:
         extra["API_TORCH_THREADS"] = str(threads)
-    servers = {
-        "on": Server(store_root, {**INSTRUMENTED, **extra}),
-        "off": Server(store_root, {**UNINSTRUMENTED, **extra}),
-    }
+    orders = list(itertools.permutations(envs))
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-        name: {level: [] for level in levels} for name in servers
+        name: {level: [] for level in levels} for name in envs
     }
-    try:
-        for server in servers.values():
-            drive(server.url, bodies, 8, 3)  # warm-up
-        for rep in range(rounds):
-            order = ["on", "off"] if rep % 2 == 0 else ["off", "on"]
+    for rep in range(rounds):
+        order = orders[rep % len(orders)]
+        servers: dict[str, Server] = {}
+        try:
+            for name in order:
+                servers[name] = Server(store_root, {**envs[name], **extra})
+            for name in order:
+                for level in levels:
+                    drive(servers[name].url, bodies, level, 2)  # warm-up
             for level in levels:
                 for name in order:
                     row = drive(servers[name].url, bodies, level, duration)
                     runs[name][level].append(row)
                     print(json.dumps({"instrumentation": name, "round": rep, **row}), flush=True)
-    finally:
-        for server in servers.values():
-            server.stop()
+        finally:
+            for server in servers.values():
+                server.stop()
     medians = {
         name: {
             level: {
@@ -270,17 +286,36 @@ def instrumentation_cost(
         }
         for name, by_level in runs.items()
     }
+    result: dict[str, Any] = {"rounds": rounds, "duration_s": duration, "medians": medians}
+    for key, name in (("cost", "on"), ("control", "off2")):
+        if name in runs:
+            result[key] = relative_cost(runs[name], runs["off"], levels)
+    result["runs"] = runs
+    return result
+
+
+def relative_cost(
+    runs: dict[int, list[dict[str, Any]]], base: dict[int, list[dict[str, Any]]], levels: list[int]
+) -> dict[str, float | None]:
+    """Per level: how much slower (p50) and lower (throughput) ``runs`` is than ``base``, in
+    per cent, as the median of the rounds' own ratios (None when a run measured nothing)."""
     cost: dict[str, float | None] = {}
     for level in levels:
-        on, off = medians["on"][level], medians["off"][level]
-        measured = min(on["p50_ms"], off["p50_ms"], on["throughput"], off["throughput"]) > 0
-        cost[f"c{level}_p50_slower_pct"] = (
-            round((on["p50_ms"] / off["p50_ms"] - 1) * 100, 2) if measured else None
+        pairs = list(zip(runs[level], base[level], strict=True))
+        measured = all(
+            min(a["p50_ms"], b["p50_ms"], a["throughput"], b["throughput"]) > 0 for a, b in pairs
         )
+        p50 = statistics.median(a["p50_ms"] / b["p50_ms"] for a, b in pairs) if measured else None
+        rate = (
+            statistics.median(a["throughput"] / b["throughput"] for a, b in pairs)
+            if measured
+            else None
+        )
+        cost[f"c{level}_p50_slower_pct"] = None if p50 is None else round((p50 - 1) * 100, 2)
         cost[f"c{level}_throughput_lower_pct"] = (
-            round((1 - on["throughput"] / off["throughput"]) * 100, 2) if measured else None
+            None if rate is None else round((1 - rate) * 100, 2)
         )
-    return {"rounds": rounds, "medians": medians, "cost": cost, "runs": runs}
+    return cost
 
 
 # API modes: the environment of the server, and the raw run its throughput is compared with.
@@ -327,10 +362,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--obs-rounds",
         type=int,
-        default=3,
-        help="interleaved rounds of the instrumentation on/off comparison (0: skip it)",
+        default=9,
+        help="rounds of the instrumentation on/off comparison, fresh processes each (0: skip it)",
     )
     parser.add_argument("--obs-levels", default="1,32", help="its concurrency levels")
+    parser.add_argument(
+        "--obs-duration", type=int, default=3, help="its seconds per level, server and round"
+    )
+    parser.add_argument(
+        "--obs-no-control",
+        action="store_true",
+        help="leave out its control (a second uninstrumented API, to show the noise)",
+    )
     args = parser.parse_args(argv)
 
     from shared.artefacts import ArtefactStore
@@ -408,7 +451,13 @@ def main(argv: list[str] | None = None) -> int:
             print("API, instrumentation on vs off ...", flush=True)
             obs_levels = [int(x) for x in args.obs_levels.split(",")]
             results["instrumentation"] = instrumentation_cost(
-                store_root, bodies, obs_levels, args.obs_rounds, args.duration, args.threads
+                store_root,
+                bodies,
+                obs_levels,
+                args.obs_rounds,
+                args.obs_duration,
+                args.threads,
+                control=not args.obs_no_control,
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -542,14 +591,17 @@ def print_table(results: dict[str, Any]) -> None:
     instrumentation = results.get("instrumentation")
     if instrumentation:
         print(
-            f"\ninstrumentation (medians of {instrumentation['rounds']} interleaved rounds; on ="
-            " metrics + JSON access log, off = API_METRICS=false, log level warning):"
+            f"\ninstrumentation ({instrumentation['rounds']} rounds of fresh processes, "
+            f"{instrumentation['duration_s']} s a level; on = metrics + JSON access log, off and"
+            " off2 = API_METRICS=false, log level warning); medians:"
         )
         print(f"{'':<5} {'conc':>5} {'req/s':>8} {'p50 ms':>8}")
         for name, by_level in instrumentation["medians"].items():
             for level, row in by_level.items():
                 print(f"{name:<5} {level:>5} {row['throughput']:>8.1f} {row['p50_ms']:>8.2f}")
-        print(f"cost: {instrumentation['cost']}")
+        print(f"cost, on vs off (median of the rounds' ratios): {instrumentation['cost']}")
+        if "control" in instrumentation:
+            print(f"control, off2 vs off (the noise floor): {instrumentation['control']}")
     for c in results["checks"]:
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']}")
 
