@@ -146,7 +146,8 @@ def setup_logging(
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
-        old.flush()
+        if isinstance(old, AccessBuffer):
+            old.flush()  # what it held (a write error is reported by logging, not raised)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
@@ -155,7 +156,7 @@ def setup_logging(
 def flush_logs() -> None:
     """Write the lines an :class:`AccessBuffer` holds (nothing to do without one)."""
     for handler in logging.getLogger().handlers:
-        if handler.get_name() == HANDLER_NAME:
+        if isinstance(handler, AccessBuffer):
             handler.flush()
 
 

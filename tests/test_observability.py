@@ -317,6 +317,9 @@ def test_buffered_access_lines_wait_for_a_flush_and_keep_the_order(
     for i in range(BUFFER_CAPACITY):  # a full buffer is written without waiting
         access.info("b%d", i)
     assert messages(buffered_log)[-1] == f"b{BUFFER_CAPACITY - 1}"
+    access.info("c1")
+    setup_logging("info", "json", stream=buffered_log)  # a new set-up writes what waited
+    assert messages(buffered_log)[-1] == "c1"
 
 
 def test_a_buffered_line_keeps_the_request_id_of_its_own_request(
