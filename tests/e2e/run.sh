@@ -153,6 +153,7 @@ python3 tests/e2e/monitoring.py "$PROM" 2 "$URL" "http://127.0.0.1:${API_PORT_2}
   || fail "Prometheus did not scrape every replica or count the requests sent"
 
 step "the api logs one JSON object per line, with the request ids sent"
+sleep 1  # access lines are written in batches, every API_LOG_FLUSH_S (0.5 s)
 docker compose logs --no-color --no-log-prefix api > "$WORK/api.log"
 python3 - "$WORK/api.log" <<'PY' || fail "api log lines are not JSON or lack the request ids"
 import json, sys
