@@ -302,19 +302,16 @@ def relative_cost(
     cost: dict[str, float | None] = {}
     for level in levels:
         pairs = list(zip(runs[level], base[level], strict=True))
-        measured = all(
+        slower, lower = f"c{level}_p50_slower_pct", f"c{level}_throughput_lower_pct"
+        if not all(
             min(a["p50_ms"], b["p50_ms"], a["throughput"], b["throughput"]) > 0 for a, b in pairs
-        )
-        p50 = statistics.median(a["p50_ms"] / b["p50_ms"] for a, b in pairs) if measured else None
-        rate = (
-            statistics.median(a["throughput"] / b["throughput"] for a, b in pairs)
-            if measured
-            else None
-        )
-        cost[f"c{level}_p50_slower_pct"] = None if p50 is None else round((p50 - 1) * 100, 2)
-        cost[f"c{level}_throughput_lower_pct"] = (
-            None if rate is None else round((1 - rate) * 100, 2)
-        )
+        ):
+            cost[slower] = cost[lower] = None
+            continue
+        p50 = statistics.median(a["p50_ms"] / b["p50_ms"] for a, b in pairs)
+        rate = statistics.median(a["throughput"] / b["throughput"] for a, b in pairs)
+        cost[slower] = round((p50 - 1) * 100, 2)
+        cost[lower] = round((1 - rate) * 100, 2)
     return cost
 
 
