@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.artefacts import (
+from shared.store import (
     LATEST_FILE,
     STAGING_PREFIX,
     ArtefactError,
