@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+import shared.store.locks as locks
+import shared.store.writer as writer
 from shared.store import (
     LATEST_FILE,
     PENDING,
@@ -24,10 +26,8 @@ from shared.store import (
     UNKNOWN,
     ArtefactError,
     ArtefactStore,
-    locks,
     new_version_name,
     verify,
-    writer,
 )
 from trainer.promotion import settle_promotion
 
