@@ -33,10 +33,12 @@ class VersionInfo:
 
     @property
     def created(self) -> str:
+        """When it was published (ISO 8601, UTC), as its manifest says."""
         return str(self.manifest.get("created", ""))
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """Its headline validation metrics, as its manifest says."""
         return dict(self.manifest.get("metrics", {}))
 
 

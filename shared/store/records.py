@@ -37,6 +37,7 @@ class Promotion:
 
     @property
     def promoted(self) -> bool:
+        """Whether ``LATEST`` was moved to it."""
         return self.status == PROMOTED
 
 
