@@ -22,8 +22,8 @@ from api.middleware import RequestMiddleware
 from api.model_manager import ModelManager
 from api.routes import router
 from api.settings import ApiSettings
-from shared.artefacts import ArtefactStore
 from shared.logs import flush_logs
+from shared.store import ArtefactStore
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from shared.artefacts import ArtefactError, ArtefactStore, verify
 from shared.backends import load_predictor
 from shared.prediction import TagPredictor
+from shared.store import ArtefactError, ArtefactStore, verify
 
 if TYPE_CHECKING:
     from api.metrics import ApiMetrics

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from shared.artefacts import ArtefactError, ArtefactStore
+from shared.store import ArtefactError, ArtefactStore
 
 
 def main(argv: list[str] | None = None) -> int:

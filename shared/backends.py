@@ -16,8 +16,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from shared.artefacts import ArtefactError
 from shared.prediction import TagPredictor
+from shared.store import ArtefactError
 
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("fp32", "int8")

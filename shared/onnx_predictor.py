@@ -18,10 +18,10 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from shared.artefacts import MANIFEST_FILE, ArtefactError, read_manifest, verify
 from shared.backends import ONNX_FILES, missing_graph_reason
 from shared.prediction import Prediction, length_grouped, to_predictions
 from shared.spec import TaggerSpec
+from shared.store import MANIFEST_FILE, ArtefactError, read_manifest, verify
 from shared.text import normalize_text
 
 TOKENIZER_FILE = "tokenizer.json"

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from shared.artefacts import verify
 from shared.model import TaggerModel, TaggerSpec
 
 # TagScore and Prediction live in the torch-free shared.prediction; re-exported here.
 from shared.prediction import Prediction as Prediction
 from shared.prediction import TagScore as TagScore
 from shared.prediction import length_grouped, to_predictions
+from shared.store import verify
 from shared.text import normalize_text
 
 PRECISIONS = ("fp32", "int8")

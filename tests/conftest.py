@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.artefacts import ArtefactStore
+from shared.store import ArtefactStore
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "data" / "sample"  # the embedded real data set, committed

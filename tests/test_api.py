@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ApiSettings
-from shared.artefacts import LATEST_FILE, MANIFEST_FILE, ArtefactStore
+from shared.store import LATEST_FILE, MANIFEST_FILE, ArtefactStore
 
 
 def clone_version(store: ArtefactStore, source: str) -> str:

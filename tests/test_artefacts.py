@@ -1,19 +1,26 @@
-"""The artefact store: atomic publish, crashes at every step, verification, the pointer."""
+"""The artefact store: atomic publish, crashes at every step, strict verification, the
+pointer."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from shared.artefacts import (
+from shared.store import (
     LATEST_FILE,
+    MANIFEST_FILE,
     STAGING_PREFIX,
     ArtefactError,
     ArtefactStore,
     new_version_name,
+    read_manifest,
     verify,
 )
 
@@ -130,3 +137,87 @@ def test_published_files_are_readable_by_others(tmp_path: Path) -> None:
     version = publish(ArtefactStore(tmp_path))
     mode = os.stat(tmp_path / version / "model.safetensors").st_mode & 0o777
     assert mode == 0o644
+
+
+# ---- the manifest is strict ---------------------------------------------------------------
+def edit_manifest(folder: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = folder / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    edit(manifest["files"])
+    path.write_text(json.dumps(manifest))
+
+
+def test_manifest_carries_the_writers_fields_and_lists_every_file(tmp_path: Path) -> None:
+    store = ArtefactStore(tmp_path)
+    extra = {"base_model": "tiny", "metrics": {"micro_f1": 0.5}, "version": "overridden"}
+    with store.staging(manifest_extra=extra) as (version, folder):
+        (folder / "model.safetensors").write_text("weights")
+        # A manifest left in the folder is replaced, never merged: fields come in by argument.
+        (folder / MANIFEST_FILE).write_text(json.dumps({"stale": True}))
+    manifest = verify(tmp_path / version)
+    assert manifest["base_model"] == "tiny" and manifest["metrics"] == {"micro_f1": 0.5}
+    assert manifest["version"] == version and manifest["created"] and "stale" not in manifest
+    assert set(manifest["files"]) == {"model.safetensors"}
+    assert read_manifest(tmp_path / version) == manifest
+
+
+def test_an_unlisted_file_fails_verification(tmp_path: Path) -> None:
+    folder = tmp_path / publish(ArtefactStore(tmp_path))
+    (folder / "sub" / "extra.bin").write_text("smuggled")
+    with pytest.raises(ArtefactError, match=r"sub/extra\.bin not listed in its manifest"):
+        verify(folder)
+
+
+def test_a_listed_file_that_is_gone_fails_verification(tmp_path: Path) -> None:
+    folder = tmp_path / publish(ArtefactStore(tmp_path))
+    (folder / "sub" / "x.json").unlink()
+    with pytest.raises(ArtefactError, match=r"sub/x\.json is missing"):
+        verify(folder)
+
+
+@pytest.mark.parametrize("what", ["a listed file", "an extra file", "a folder"])
+def test_a_symlink_anywhere_fails_verification(tmp_path: Path, what: str) -> None:
+    folder = tmp_path / publish(ArtefactStore(tmp_path))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.json").write_text("{}")  # the same bytes: only the link gives it away
+    if what == "a listed file":
+        (folder / "sub" / "x.json").unlink()
+        (folder / "sub" / "x.json").symlink_to(outside / "x.json")
+        name = "sub/x.json"
+    elif what == "an extra file":
+        (folder / "link").symlink_to(folder / "model.safetensors")
+        name = "link"
+    else:
+        shutil.rmtree(folder / "sub")
+        (folder / "sub").symlink_to(outside)
+        name = "sub"
+    with pytest.raises(ArtefactError, match=rf"{name} is a symlink"):
+        verify(folder)
+
+
+@pytest.mark.parametrize(
+    ("listed", "message"),
+    [
+        ("/etc/hostname", "an absolute path"),
+        ("../LATEST", r"a path with '\.\.'"),
+        ("sub/../model.safetensors", r"a path with '\.\.'"),
+        ("./model.safetensors", "not a plain file path"),
+        (MANIFEST_FILE, "not a plain file path"),
+    ],
+)
+def test_a_manifest_listing_a_path_outside_plain_files_fails(
+    tmp_path: Path, listed: str, message: str
+) -> None:
+    folder = tmp_path / publish(ArtefactStore(tmp_path))
+    edit_manifest(folder, lambda files: files.update({listed: files["model.safetensors"]}))
+    with pytest.raises(ArtefactError, match=message):
+        verify(folder)
+
+
+def test_a_symlink_in_staging_publishes_nothing(tmp_path: Path) -> None:
+    store = ArtefactStore(tmp_path)
+    with pytest.raises(ArtefactError, match="link is a symlink"), store.staging() as (_, folder):
+        (folder / "model.safetensors").write_text("weights")
+        (folder / "link").symlink_to(folder / "model.safetensors")
+    assert store.versions() == [] and not list(tmp_path.glob(f"{STAGING_PREFIX}*"))

@@ -15,8 +15,8 @@ from api.app import create_app
 from api.inference import InferenceService, ModelNotReady, QueueFull
 from api.model_manager import LoadedModel, ModelManager
 from api.settings import ApiSettings
-from shared.artefacts import ArtefactStore
 from shared.predictor import Prediction, Predictor, TagScore
+from shared.store import ArtefactStore
 
 
 class FakePredictor:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.artefacts import ArtefactStore
 from shared.data import read_dataset
+from shared.store import ArtefactStore
 from tests.conftest import REPO, SAMPLE_DATA
 from trainer.split import PUBLIC_DATASET, SAMPLE_DATASET, default_dataset
 

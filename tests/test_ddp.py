@@ -18,10 +18,10 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from shared.artefacts import ArtefactError, ArtefactStore, verify
 from shared.backends import ONNX_FILES
 from shared.model import TaggerModel
 from shared.predictor import Predictor, pad_batch
+from shared.store import ArtefactError, ArtefactStore, verify
 from tests.conftest import REPO, free_port
 from tests.test_trainer import run_cli, trainer_args
 from trainer.compute import Compute

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.limits import NOT_BLANK, BodyLimit
 from api.model_manager import ModelManager
-from shared.artefacts import LATEST_FILE, ArtefactStore
+from shared.store import LATEST_FILE, ArtefactStore
 from tests.test_api import assert_error, clone_version, make_client, wait_for
 
 LIMIT = 4096

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from api.healthcheck import check as healthcheck
-from shared.artefacts import ArtefactStore
+from shared.store import ArtefactStore
 from tests.conftest import REPO, free_port
 from tests.test_trainer import run_cli
 

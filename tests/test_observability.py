@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from api.middleware import ACCESS_LOGGER
-from shared.artefacts import LATEST_FILE, ArtefactStore
 from shared.logs import (
     BUFFER_CAPACITY,
     RequestContext,
@@ -28,6 +27,7 @@ from shared.logs import (
     request_context,
     setup_logging,
 )
+from shared.store import LATEST_FILE, ArtefactStore
 from tests.test_api import clone_version, make_client, wait_for
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -292,7 +292,7 @@ def test_publish_log_carries_the_version(store_copy: ArtefactStore, json_log: io
     assert source is not None
     version = clone_version(store_copy, source)
     (published,) = [r for r in records(json_log) if r["message"].startswith("published version")]
-    assert published["version"] == version and published["logger"] == "shared.artefacts"
+    assert published["version"] == version and published["logger"] == "shared.store.writer"
 
 
 def messages(buffer: io.StringIO) -> list[str]:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.artefacts import MANIFEST_FILE, ArtefactError, ArtefactStore
 from shared.backends import choose_backend, load_predictor
 from shared.data import read_dataset
 from shared.onnx_predictor import OnnxPredictor
 from shared.predictor import Predictor
+from shared.store import MANIFEST_FILE, ArtefactError, ArtefactStore
 from tests.conftest import REPO, SAMPLE_DATA, tiny_config
 from tests.test_api import clone_version, make_client, wait_for
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.artefacts import ArtefactError, ArtefactStore
 from shared.predictor import Predictor
+from shared.store import ArtefactError, ArtefactStore
 from tests.test_trainer import run_cli
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-import shared.artefacts as artefacts
-from shared.artefacts import (
+import shared.store.locks as locks
+import shared.store.writer as writer
+from shared.store import (
     LATEST_FILE,
     PENDING,
     PROMOTED,
@@ -38,10 +39,10 @@ def publish(store: ArtefactStore, payload: str = "weights", keep_claim: bool = F
 
 
 def lock_is_held(path: Path) -> bool:
-    fd = artefacts._try_flock(path, create=False)
+    fd = locks.try_flock(path, create=False)
     if fd is None:
         return path.exists()
-    artefacts.os.close(fd)
+    locks.os.close(fd)
     return False
 
 
@@ -52,7 +53,7 @@ def test_staging_lock_is_held_until_the_rename_and_the_rename_holds_the_store_lo
     store = ArtefactStore(tmp_path)
     other = ArtefactStore(tmp_path)  # another writer: its own file descriptors
     seen: dict[str, Any] = {}
-    real_fsync_tree, real_rename = artefacts._fsync_tree, artefacts.os.rename
+    real_fsync_tree, real_rename = writer.fsync_tree, writer.os.rename
 
     def fsync_tree_then_clean(folder: Path) -> None:
         real_fsync_tree(folder)
@@ -66,8 +67,8 @@ def test_staging_lock_is_held_until_the_rename_and_the_rename_holds_the_store_lo
             seen["staging_locked"] = lock_is_held(Path(f"{src}.lock"))
         real_rename(src, dst)
 
-    monkeypatch.setattr(artefacts, "_fsync_tree", fsync_tree_then_clean)
-    monkeypatch.setattr(artefacts.os, "rename", rename_checking_lock)
+    monkeypatch.setattr(writer, "fsync_tree", fsync_tree_then_clean)
+    monkeypatch.setattr(writer.os, "rename", rename_checking_lock)
     version = publish(store)
     assert seen == {
         "cleaned": [],
@@ -85,7 +86,7 @@ def test_a_lock_file_unlinked_between_open_and_flock_is_locked_afresh(
 ) -> None:
     path = tmp_path / "x.lock"
     path.write_text("")
-    real_flock = artefacts.fcntl.flock
+    real_flock = locks.fcntl.flock
     raced: list[bool] = []
 
     def flock_after_someone_unlinks(fd: int, operation: int) -> None:
@@ -94,11 +95,11 @@ def test_a_lock_file_unlinked_between_open_and_flock_is_locked_afresh(
             path.unlink()
         real_flock(fd, operation)
 
-    monkeypatch.setattr(artefacts.fcntl, "flock", flock_after_someone_unlinks)
-    fd = artefacts._try_flock(path, create=True)
+    monkeypatch.setattr(locks.fcntl, "flock", flock_after_someone_unlinks)
+    fd = locks.try_flock(path, create=True)
     assert fd is not None and raced
-    assert artefacts.os.fstat(fd).st_ino == path.stat().st_ino  # the file the path names
-    artefacts.os.close(fd)
+    assert locks.os.fstat(fd).st_ino == path.stat().st_ino  # the file the path names
+    locks.os.close(fd)
 
 
 def test_every_change_waits_for_the_store_lock(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.artefacts import ArtefactStore, verify
+from shared.store import ArtefactStore, verify
 from tests.conftest import REPO, tiny_config, write_wide_tsv
 from trainer.train import train
 

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 
 from shared import logs
-from shared.artefacts import ArtefactError
 from shared.data import DatasetError
+from shared.store import ArtefactError
 from trainer.config import ConfigError
 
 USER_ERRORS = (ConfigError, DatasetError, ArtefactError)

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shared.artefacts import ArtefactError, ArtefactStore
 from shared.data import Dataset
 from shared.predictor import Predictor
+from shared.store import ArtefactError, ArtefactStore
 from trainer.config import TrainConfig
 from trainer.metrics import HEADLINE_METRICS, tagging_metrics
 

@@ -1,12 +1,12 @@
 """Publishing a trained model as a new version, with the provenance to trace it back.
 
 Everything is written into the store's staging folder; :meth:`ArtefactStore.staging` then
-checksums, flushes and renames it into place. Whether ``LATEST`` moves is the caller's call.
+writes the manifest (checksums plus the provenance handed to it), flushes and renames the
+folder into place. Whether ``LATEST`` moves is the caller's call.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import platform
@@ -19,9 +19,9 @@ import torch
 import yaml
 from transformers import PreTrainedTokenizerBase
 
-from shared.artefacts import MANIFEST_FILE, ArtefactStore, sha256_file
 from shared.data import Dataset
 from shared.model import TaggerModel, TaggerSpec
+from shared.store import ArtefactStore, sha256_file
 from trainer.config import TrainConfig
 from trainer.export import export_onnx
 from trainer.metrics import HEADLINE_METRICS
@@ -60,8 +60,22 @@ def publish(
     valid_metrics = run_metrics["valid"]
     baseline = run_metrics.get("baseline")
     key_metrics = (*HEADLINE_METRICS, "n")
+    # The version's provenance, beside the checksums in its manifest; ``created`` is stamped
+    # when the manifest is written.
+    provenance = {
+        "base_model": config.base_model,
+        "data": {
+            "train": _file_fingerprint(inputs.dataset_path),
+            "valid": _file_fingerprint(inputs.valid_path) if inputs.valid_path else None,
+        },
+        "libraries": _library_versions(),
+        "git_commit": _git_commit(),
+        "metrics": {k: valid_metrics[k] for k in key_metrics},
+        "baseline_metrics": {k: baseline[k] for k in key_metrics} if baseline else None,
+        "threshold": spec.threshold,
+    }
     # The claim stays held until the caller records the promotion decision.
-    with store.staging(keep_claim=True) as (version, folder):
+    with store.staging(keep_claim=True, manifest_extra=provenance) as (version, folder):
         model.save(folder)
         tokenizer.save_pretrained(str(folder))
         spec.save(folder)
@@ -93,22 +107,6 @@ def publish(
             "valid_dataset": str(inputs.valid_path) if inputs.valid_path else None,
         }
         (folder / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
-        _write_json(
-            folder / MANIFEST_FILE,
-            {
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "base_model": config.base_model,
-                "data": {
-                    "train": _file_fingerprint(inputs.dataset_path),
-                    "valid": _file_fingerprint(inputs.valid_path) if inputs.valid_path else None,
-                },
-                "libraries": _library_versions(),
-                "git_commit": _git_commit(),
-                "metrics": {k: valid_metrics[k] for k in key_metrics},
-                "baseline_metrics": {k: baseline[k] for k in key_metrics} if baseline else None,
-                "threshold": spec.threshold,
-            },
-        )
     return version
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from shared.artefacts import ArtefactError, ArtefactStore
 from shared.model import TaggerModel, TaggerSpec
 from shared.predictor import Predictor
+from shared.store import ArtefactError, ArtefactStore
 from trainer.baseline import baseline_metrics
 from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from shared.artefacts import ArtefactError, ArtefactStore
+from shared.store import ArtefactError, ArtefactStore
 from trainer.cli import run_main, setup_logging
 from trainer.metrics import HEADLINE_METRICS
 

@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 import yaml
 
-from shared.artefacts import (
+from shared.store import (
     LATEST_FILE,
     PROMOTED,
     STAGING_PREFIX,

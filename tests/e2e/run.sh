@@ -119,7 +119,7 @@ PY
 step "publish a version without model.onnx (as before the export): refused, $v2 serves on"
 v3=$(docker compose run --rm -T --entrypoint python trainer -c '
 import shutil
-from shared.artefacts import MANIFEST_FILE, ArtefactStore
+from shared.store import MANIFEST_FILE, ArtefactStore
 store = ArtefactStore("/artefacts")
 source = store.root / store.latest()
 with store.staging() as (version, folder):
