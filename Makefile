@@ -92,7 +92,7 @@ test-fast: setup ## unit tests only (no subprocess servers, no real MiniLM)
 chaos: setup ## fault injection: SIGKILLed trainers, races, corruption, disk full, API kills (< 10 min)
 	$(PY) -m tests.chaos.run
 
-# BENCH_ARGS: more options of python -m bench.run, e.g. BENCH_ARGS="--modes batching --obs-rounds 5".
+# BENCH_ARGS: more options of python -m bench.run, e.g. BENCH_ARGS="--modes torch,no-batching --obs-rounds 5".
 bench: setup ## serving benchmark: raw model vs API (batching on/off, instrumentation on/off) under wrk load; needs wrk
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
 	$(PY) -m bench.run --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) $(BENCH_ARGS)

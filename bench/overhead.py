@@ -12,6 +12,7 @@ timed inside the API). Prints one JSON line.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -20,6 +21,8 @@ import statistics
 import sys
 import time
 from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
 from api.middleware import ACCESS_LOGGER, RequestMiddleware
@@ -40,17 +43,17 @@ class _Route:
     path = "/predict"
 
 
-async def _endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     scope["route"] = _Route()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def _receive() -> dict[str, Any]:
+async def _receive() -> Message:
     return {"type": "http.request", "body": b""}
 
 
-async def _send(_: dict[str, Any]) -> None:
+async def _send(_: Message) -> None:
     return None
 
 
@@ -95,7 +98,9 @@ def per_batch_us(texts: int) -> float:
     return statistics.median(runs)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Time the middleware and the batch recording, on and off; print one JSON line."""
+    argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__).parse_args(argv)
     on, off = per_request_us(True), per_request_us(False)
     unbuffered = per_request_us(True, buffered=False)
     result = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import json
 import shutil
 import socket
@@ -22,8 +21,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from bench.run import REPO, Server
+from bench import report
+from bench.harness import (
+    DEFAULT_ARTEFACTS,
+    DEFAULT_OUT,
+    REPO,
+    Server,
+    newest_version,
+    private_store,
+)
 
 CHUNK = b"x" * (1 << 20)
 
@@ -54,55 +62,59 @@ def send_oversized(port: int, size: int, chunked: bool) -> int:
         return int(first.split()[1]) if first.startswith(b"HTTP/") else 0
 
 
+def flood(server: Server, size: int, count: int, concurrency: int) -> dict[str, Any]:
+    """Send ``count`` bodies of ``size`` bytes, ``concurrency`` at a time, while sampling the
+    API's resident memory every 10 ms; the answers' statuses, the time taken and the memory."""
+    time.sleep(1)
+    before = server.rss()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], server.rss())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        statuses = list(
+            pool.map(lambda i: send_oversized(server.port, size, chunked=i % 2 == 1), range(count))
+        )
+    elapsed = time.monotonic() - started
+    time.sleep(0.5)
+    done.set()
+    sampler.join()
+    alive = server.proc.poll() is None
+    return {
+        "statuses": dict(collections.Counter(statuses)),
+        "seconds": round(elapsed, 2),
+        "rss_before_mib": round(before, 1),
+        "rss_peak_mib": round(peak[0], 1),
+        "rss_after_mib": round(server.rss() if alive else 0.0, 1),
+        "api_alive": alive,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Serve a private copy of the newest version, flood it, print and write the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.oversized", description=__doc__)
-    parser.add_argument("--artefacts-dir", type=Path, default=REPO / "data" / "artefacts")
+    parser.add_argument("--artefacts-dir", type=Path, default=DEFAULT_ARTEFACTS)
     parser.add_argument("--size-mb", type=int, default=300)
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--api-dir", type=Path, default=REPO, help="run the API from here")
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "bench")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    from shared.artefacts import ArtefactStore
-
-    version = ArtefactStore(args.artefacts_dir).latest()
-    if version is None:
-        print(f"error: no model in {args.artefacts_dir}: run make train-quick", file=sys.stderr)
-        return 2
+    version = newest_version(args.artefacts_dir)
     workdir = Path(tempfile.mkdtemp(prefix="tagger-body-"))
     try:
-        shutil.copytree(args.artefacts_dir / version, workdir / version)
-        (workdir / "LATEST").write_text(version + "\n")
-        server = Server(workdir, {}, cwd=args.api_dir)
+        store_root = private_store(args.artefacts_dir, version, workdir / "artefacts")
+        server = Server(store_root, {}, cwd=args.api_dir)
         try:
-            time.sleep(1)
-            before = server.rss()
-            peak = [before]
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.is_set():
-                    peak[0] = max(peak[0], server.rss())
-                    time.sleep(0.01)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            started = time.monotonic()
-            size = args.size_mb * 1_000_000
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                statuses = list(
-                    pool.map(
-                        lambda i: send_oversized(server.port, size, chunked=i % 2 == 1),
-                        range(args.count),
-                    )
-                )
-            elapsed = time.monotonic() - started
-            time.sleep(0.5)
-            done.set()
-            sampler.join()
-            alive = server.proc.poll() is None
-            after = server.rss() if alive else 0.0
+            figures = flood(server, args.size_mb * 1_000_000, args.count, args.concurrency)
         finally:
             if server.proc.poll() is None:
                 server.stop()
@@ -112,19 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         "bodies": args.count,
         "size_mb": args.size_mb,
         "concurrency": args.concurrency,
-        "statuses": dict(collections.Counter(statuses)),
-        "seconds": round(elapsed, 2),
-        "rss_before_mib": round(before, 1),
-        "rss_peak_mib": round(peak[0], 1),
-        "rss_after_mib": round(after, 1),
-        "api_alive": alive,
+        **figures,
         "api_dir": str(args.api_dir),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": report.now(),
     }
     print(json.dumps(result, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    (args.out / f"body-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+    report.save(result, args.out, "body")
     return 0
 
 

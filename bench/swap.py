@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import itertools
 import json
 import random
@@ -28,7 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.run import REPO, Server
+from bench import report
+from bench.harness import (
+    DEFAULT_ARTEFACTS,
+    DEFAULT_OUT,
+    REPO,
+    Server,
+    clone_version,
+    newest_version,
+    private_store,
+)
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -94,22 +102,12 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
 
 def prepare_store(source_root: Path, workdir: Path) -> tuple[Path, str, str]:
     """A private artefacts folder with the newest version and a clone of it."""
-    from shared.artefacts import MANIFEST_FILE, ArtefactStore
+    from shared.artefacts import ArtefactStore
 
-    source = ArtefactStore(source_root)
-    first = source.latest()
-    if first is None:
-        raise SystemExit(f"error: no model in {source_root}: run make train-quick first")
-    root = workdir / "artefacts"
-    root.mkdir()
-    shutil.copytree(source_root / first, root / first)
-    (root / "LATEST").write_text(first + "\n")
-    store = ArtefactStore(root)
-    with store.staging() as (second, folder):
-        for path in (root / first).iterdir():
-            if path.name != MANIFEST_FILE:
-                shutil.copy(path, folder / path.name)
-    store.set_latest(first)
+    first = newest_version(source_root)
+    root = private_store(source_root, first, workdir / "artefacts")
+    second = clone_version(root, first)
+    ArtefactStore(root).set_latest(first)
     return root, first, second
 
 
@@ -199,10 +197,11 @@ async def run_load(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``make bench-swap``."""
     parser = argparse.ArgumentParser(prog="python -m bench.swap", description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="titles to send (any format)")
-    parser.add_argument("--artefacts-dir", type=Path, default=REPO / "data" / "artefacts")
+    parser.add_argument("--artefacts-dir", type=Path, default=DEFAULT_ARTEFACTS)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--swaps", type=int, default=10)
     parser.add_argument("--warmup-s", type=float, default=3.0)
@@ -216,8 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO,
         help="run `python -m api` from this checkout (e.g. an export of an older commit)",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "bench")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve two copies of the newest version, swap under load, print and write the figures;
+    1 if a request failed or the p99 during swaps is over ``--max-ratio`` x steady."""
+    args = parse_args(argv)
 
     from shared.data import read_dataset
 
@@ -241,13 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         clients=args.clients,
         swaps=args.swaps,
         api_dir=str(args.api_dir),
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        created=report.now(),
     )
     print_table(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    (args.out / f"swap-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.out}/swap-{stamp}.json")
+    print(f"written to {report.save(result, args.out, 'swap')}")
     ok = result["failed"] == 0 and result["ratio_p99"] <= args.max_ratio
     print(
         f"{'PASS' if ok else 'FAIL'}  zero failed requests ({result['failed']}) and p99 during "

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.run import REPO
+from bench.harness import DEFAULT_ARTEFACTS, newest_version, run_fresh
+
+ARMS = ("same", "loader")  # where the model is built: the serving thread, or a loader
 
 
 def arm(folder: Path, titles: list[str], where: str, n: int) -> dict[str, float]:
@@ -75,39 +75,36 @@ def arm(folder: Path, titles: list[str], where: str, n: int) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Both arms, alternating, each in a fresh process (``--arm``), ``--rounds`` times."""
     parser = argparse.ArgumentParser(prog="python -m bench.threads", description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--artefacts-dir", type=Path, default=REPO / "data" / "artefacts")
+    parser.add_argument("--artefacts-dir", type=Path, default=DEFAULT_ARTEFACTS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", type=int, default=200, help="timed predictions per phase")
-    args = parser.parse_args(argv)
-    from shared.artefacts import ArtefactStore
-
-    version = ArtefactStore(args.artefacts_dir).latest()
-    if version is None:
-        print("error: no model published: make train-quick", file=sys.stderr)
-        return 2
-    folder = args.artefacts_dir / version
-    code = (
-        "import json, sys; from pathlib import Path; from bench.threads import arm; "
-        "from shared.data import read_dataset; "
-        "print(json.dumps(arm(Path(sys.argv[1]), read_dataset(sys.argv[2]).titles, "
-        "sys.argv[3], int(sys.argv[4]))))"
+    parser.add_argument(
+        "--arm",
+        choices=ARMS,
+        help="run this one arm here and print it as JSON (what each round"
+        " starts in a fresh process)",
     )
-    results: dict[str, list[dict[str, float]]] = {"same": [], "loader": []}
+    parser.add_argument("--folder", type=Path, help="the version to load (default: the newest)")
+    args = parser.parse_args(argv)
+    folder = args.folder or args.artefacts_dir / newest_version(args.artefacts_dir)
+    if args.arm:
+        from shared.data import read_dataset
+
+        print(json.dumps(arm(folder, read_dataset(args.data).titles, args.arm, args.n)))
+        return 0
+    results: dict[str, list[dict[str, float]]] = {where: [] for where in ARMS}
     for _ in range(args.rounds):
-        for where in ("same", "loader"):
-            out = subprocess.run(
-                [sys.executable, "-c", code, str(folder), str(args.data), where, str(args.n)],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            row = json.loads(out.strip().splitlines()[-1])
+        for where in ARMS:
+            row = run_fresh(
+                "bench.threads",
+                *("--data", args.data, "--folder", folder, "-n", args.n, "--arm", where),
+            )
             print(where, json.dumps(row), flush=True)
             results[where].append(row)
-    print(f"\nmodel {version}; medians over {args.rounds} rounds (ms, batch 1)")
+    print(f"\nmodel {folder.name}; medians over {args.rounds} rounds (ms, batch 1)")
     print(f"{'built on':<10} {'steady p50':>11} {'during load p50':>16} {'after load p50':>15}")
     for where, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -119,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
