@@ -179,7 +179,7 @@ def fresh_servers(
 
 def newest_version(artefacts_dir: Path) -> str:
     """The version ``LATEST`` names in ``artefacts_dir``; exits with status 2 when none."""
-    from shared.artefacts import ArtefactStore
+    from shared.store import ArtefactStore
 
     version = ArtefactStore(artefacts_dir).latest()
     if version is None:
@@ -200,7 +200,7 @@ def private_store(source_root: Path, version: str, root: Path) -> Path:
 def clone_version(root: Path, version: str) -> str:
     """Publish a copy of ``version`` (same files, a new name) in the store at ``root``; the new
     version's name. ``LATEST`` is left to the caller."""
-    from shared.artefacts import MANIFEST_FILE, ArtefactStore
+    from shared.store import MANIFEST_FILE, ArtefactStore
 
     with ArtefactStore(root).staging() as (new_version, folder):
         for path in (root / version).iterdir():

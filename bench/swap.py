@@ -102,7 +102,7 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
 
 def prepare_store(source_root: Path, workdir: Path) -> tuple[Path, str, str]:
     """A private artefacts folder with the newest version and a clone of it."""
-    from shared.artefacts import ArtefactStore
+    from shared.store import ArtefactStore
 
     first = newest_version(source_root)
     root = private_store(source_root, first, workdir / "artefacts")
@@ -114,7 +114,7 @@ def prepare_store(source_root: Path, workdir: Path) -> tuple[Path, str, str]:
 async def run_load(
     server: Server, root: Path, versions: tuple[str, str], bodies: list[bytes], args: Any
 ) -> dict[str, Any]:
-    from shared.artefacts import ArtefactStore
+    from shared.store import ArtefactStore
 
     store = ArtefactStore(root)
     records: list[Record] = []

@@ -16,7 +16,7 @@ from bench.harness import Server, clone_version
 
 def swap_peak(server: Server, store_root: Path, version: str) -> dict[str, float]:
     """Publish a copy of the served version, move LATEST, sample RSS until it is served."""
-    from shared.artefacts import ArtefactStore
+    from shared.store import ArtefactStore
 
     new_version = clone_version(store_root, version)
     before = server.rss()
