@@ -25,7 +25,7 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast chaos lint fuzz e2e e2e-swarm k8s-check bench bench-swap bench-body \
+	rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm k8s-check bench bench-swap bench-body \
 	baseline clean
 
 help: ## list the targets
@@ -115,10 +115,15 @@ e2e-swarm: ## deploy/swarm/stack.yaml on a real single-node Docker Swarm: replic
 k8s-check: setup ## render deploy/k8s with kustomize and validate it against the Kubernetes schemas (offline)
 	$(PY) -m pytest tests/test_k8s.py -q
 
-lint: setup ## ruff lint and format check, mypy on every package
+lint: setup ## ruff lint and format check, mypy on every package, the strict docs build
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# 8001: the API has 8000.
+docs: setup ## serve the documentation site on 127.0.0.1:8001, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 clean: ## remove the virtual environment and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
