@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from shared.artefacts import ArtefactError, ArtefactStore, verify
-from shared.backends import load_predictor
-from shared.prediction import TagPredictor
+from shared.predictor import TagPredictor, load_predictor
 
 if TYPE_CHECKING:
     from api.metrics import ApiMetrics

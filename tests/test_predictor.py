@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from shared.artefacts import ArtefactError, ArtefactStore
-from shared.predictor import Predictor
+from shared.predictor.torch_runner import load_torch_predictor, torch_predictor
 from tests.test_trainer import run_cli
 
 
@@ -21,7 +21,7 @@ def folder_of(store: ArtefactStore) -> Path:
 
 
 def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
-    predictor = Predictor.from_folder(folder_of(published))
+    predictor = load_torch_predictor(folder_of(published))
     texts = ["How to use pandas with numpy?", "spring hibernate maven error", "   sql  join   "]
     results = predictor.predict(texts, top_k=3)
     assert len(results) == 3
@@ -43,7 +43,7 @@ def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
 
 
 def test_predictor_leaves_the_mode_of_a_model_it_is_handed(tiny_model_dir: Path) -> None:
-    """The trainer hands its model in training mode and switches it itself; a Predictor built
+    """The trainer hands its model in training mode and switches it itself; a predictor built
     around it must not turn dropout off behind its back (nor on)."""
     from transformers import AutoTokenizer
 
@@ -52,15 +52,15 @@ def test_predictor_leaves_the_mode_of_a_model_it_is_handed(tiny_model_dir: Path)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     spec = TaggerSpec(threshold=0.5, max_length=24, score="sigmoid")
     model = TaggerModel.from_base(tiny_model_dir, ["python", "java"]).train(True)
-    Predictor(model, tokenizer, spec)
+    torch_predictor(model, tokenizer, spec)
     assert model.training and model.dropout.training
     model.train(False)
-    Predictor(model, tokenizer, spec).scores(["pandas dataframe"])
+    torch_predictor(model, tokenizer, spec).scores(["pandas dataframe"])
     assert not model.training
 
 
 def test_top_k_is_clamped_to_the_label_count(published: ArtefactStore) -> None:
-    predictor = Predictor.from_folder(folder_of(published))
+    predictor = load_torch_predictor(folder_of(published))
     assert len(predictor.predict(["x"], top_k=50)[0].tags) == len(predictor.labels)
 
 
@@ -68,7 +68,7 @@ def test_corrupted_artefact_is_refused(store_copy: ArtefactStore) -> None:
     folder = folder_of(store_copy)
     (folder / "tagger.json").write_text('{"threshold": 0.0}')
     with pytest.raises(ArtefactError):
-        Predictor.from_folder(folder)
+        load_torch_predictor(folder)
 
 
 def test_loads_with_plain_transformers_and_safetensors(published: ArtefactStore) -> None:
@@ -91,7 +91,7 @@ def test_loads_with_plain_transformers_and_safetensors(published: ArtefactStore)
         score = json.loads(Path(folder, "tagger.json").read_text())["score"]
         probs = torch.sigmoid(logits) if score == "sigmoid" else torch.softmax(logits, -1)
 
-    predictor = Predictor.from_folder(folder)
+    predictor = load_torch_predictor(folder)
     assert labels == predictor.labels
     np.testing.assert_allclose(
         probs.numpy()[0], predictor.scores(["How to use pandas with numpy?"])[0], atol=1e-5
@@ -161,21 +161,26 @@ def test_int8_predictor_quantizes_linear_layers_and_agrees_with_fp32(
     published: ArtefactStore,
 ) -> None:
     folder = folder_of(published)
-    fp32 = Predictor.from_folder(folder)
-    int8 = Predictor.from_folder(folder, precision="int8")
-    kept = {n for n, m in int8.model.named_modules() if type(m) is torch.nn.Linear}
+    fp32 = load_torch_predictor(folder)
+    int8 = load_torch_predictor(folder, precision="int8")
+    kept = {n for n, m in int8.runner.model.named_modules() if type(m) is torch.nn.Linear}
     assert kept == {"encoder.encoder.layer.0.output.dense"}  # every other Linear is quantized
     quantized = [
-        m for m in int8.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+        m
+        for m in int8.runner.model.modules()
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
     ]
-    assert len(quantized) == sum(isinstance(m, torch.nn.Linear) for m in fp32.model.modules()) - 1
+    assert (
+        len(quantized)
+        == sum(isinstance(m, torch.nn.Linear) for m in fp32.runner.model.modules()) - 1
+    )
     texts = ["How to use pandas with numpy?", "spring maven error", "mysql join slow", "node dom"]
     a, b = fp32.scores(texts), int8.scores(texts)
     assert ((b >= 0) & (b <= 1)).all()
     assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
     assert np.abs(a - b).max() < 0.05
     with pytest.raises(ValueError, match="precision"):
-        Predictor.from_folder(folder, precision="fp16")
+        load_torch_predictor(folder, precision="fp16")
 
 
 def test_evaluate_cli_int8(published: ArtefactStore, fixture_data: dict[str, Path]) -> None:
