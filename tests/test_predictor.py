@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from shared.artefacts import ArtefactError, ArtefactStore
+from shared.predictor import TagScore
 from shared.predictor.torch_runner import load_torch_predictor, torch_predictor
 from tests.test_trainer import run_cli
 
@@ -40,6 +41,66 @@ def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
     together = predictor.scores(texts)
     np.testing.assert_allclose(alone[0], together[1], atol=1e-5)
     assert ((together >= 0) & (together <= 1)).all()
+
+
+class WordTokenizer:
+    """One id per word (its length), between 101 and 102 as BERT's special tokens."""
+
+    pad_id = 0
+
+    def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        # split on single spaces: text the core did not normalise would show as 0-length words
+        lengths = [[len(w) for w in t.split(" ")] if t else [] for t in texts]
+        return [[101, *words[: max_length - 2], 102] for words in lengths]
+
+
+class RecordingRunner:
+    """Scores a row of n tokens n/7 for the first label, the rest for the second; keeps every
+    padded batch it ran."""
+
+    backend = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.batches.append((input_ids, attention_mask))
+        counts = attention_mask.sum(axis=1).astype(np.float32)
+        return np.stack([counts / 7, 1 - counts / 7], axis=1)
+
+
+def test_core_normalises_truncates_groups_pads_and_formats_for_any_runner() -> None:
+    """The core alone, with a fake tokenizer and runner: texts normalised and cut at the spec's
+    max_length, batches of similar length padded with the tokenizer's pad id, scores back in
+    the texts' order, top-k and decided tags, and token counts."""
+    from shared.predictor import Predictor
+    from shared.spec import TaggerSpec
+
+    runner = RecordingRunner()
+    spec = TaggerSpec(threshold=0.4, max_length=6, score="sigmoid")
+    predictor = Predictor(runner, WordTokenizer(), spec, ["long", "short"], batch_size=2)
+    texts = ["a  bb\tccc", "a", "one two three four five six seven", "x y"]
+    assert predictor.encode(texts) == [
+        [101, 1, 2, 3, 102],
+        [101, 1, 102],
+        [101, 3, 3, 5, 4, 102],
+        [101, 1, 1, 102],
+    ]
+    results = predictor.predict(texts, top_k=5)
+    assert [r.tokens for r in results] == [5, 3, 6, 4]
+    assert [r.predicted for r in results] == [
+        ["long"],
+        ["short", "long"],
+        ["long"],
+        ["long", "short"],
+    ]
+    assert results[1].tags == [TagScore("short", 0.571429), TagScore("long", 0.428571)]
+    assert [len(r.tags) for r in predictor.predict(texts, top_k=1)] == [1] * 4
+    # shortest first, two rows a batch, right-padded with pad id 0
+    (ids, mask), (_, wide_mask) = runner.batches[-2:]
+    assert ids.tolist() == [[101, 1, 102, 0], [101, 1, 1, 102]]
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]] and wide_mask.shape == (2, 6)
+    assert predictor.backend == "fake"
 
 
 def test_predictor_leaves_the_mode_of_a_model_it_is_handed(tiny_model_dir: Path) -> None:
