@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from api.model_manager import LoadedModel, ModelManager
-from shared.prediction import Prediction
+from shared.predictor import Prediction
 
 if TYPE_CHECKING:
     from api.metrics import ApiMetrics

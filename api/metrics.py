@@ -25,7 +25,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from shared.prediction import Prediction
+from shared.predictor import Prediction
 
 if TYPE_CHECKING:
     from api.inference import InferenceService

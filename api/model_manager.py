@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from shared.backends import load_predictor
-from shared.prediction import TagPredictor
+from shared.predictor import TagPredictor, load_predictor
 from shared.store import ArtefactError, ArtefactStore, verify
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from shared.predictor import BACKENDS, load_predictor
 from shared.store import ArtefactError, ArtefactStore
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", help="a version to use instead of the one LATEST names")
     parser.add_argument(
         "--backend",
-        choices=("auto", "onnx", "torch"),
+        choices=BACKENDS,
         default=os.environ.get("API_BACKEND", "auto"),
         help="model runtime, as API_BACKEND (default $API_BACKEND or auto)",
     )
@@ -35,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
-
-    from shared.backends import load_predictor
 
     store = ArtefactStore(args.artefacts_dir)
     try:

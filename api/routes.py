@@ -23,8 +23,8 @@ from api.schemas import (
     StatusResponse,
 )
 from api.settings import ApiSettings
-from shared.backends import backend_of
 from shared.logs import request_context
+from shared.predictor import backend_of
 
 # Every route may fail unexpectedly; the answer is then a JSON 500 without internals.
 router = APIRouter(

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.predictor import Backend, Precision
+
 
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", env_ignore_empty=True)
@@ -38,12 +40,12 @@ class ApiSettings(BaseSettings):
         5.0, gt=0, description="first retry of a version that failed to load (then doubling)"
     )
     retry_max_s: float = Field(300.0, gt=0, description="longest wait between two retries")
-    backend: Literal["auto", "onnx", "torch"] = Field(
+    backend: Backend = Field(
         "auto",
         description="model runtime: onnx (ONNX Runtime on the version's graph), torch, or auto "
         "(onnx where the version has a graph, else torch where torch is installed)",
     )
-    precision: Literal["fp32", "int8"] = Field(
+    precision: Precision = Field(
         "fp32", description="fp32, or int8 (dynamic quantization of the linear layers)"
     )
     torch_threads: int = Field(

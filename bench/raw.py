@@ -37,7 +37,7 @@ def raw_model(
     reps: int = 5,
 ) -> dict[str, float]:
     """In-process limits of the predictor: batch-1 latency, batch-32 throughput."""
-    from shared.backends import load_predictor
+    from shared.predictor import load_predictor
 
     predictor = load_predictor(folder, backend=backend, precision=precision, threads=threads)
     for title in titles[:20]:

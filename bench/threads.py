@@ -26,12 +26,13 @@ ARMS = ("same", "loader")  # where the model is built: the serving thread, or a 
 def arm(folder: Path, titles: list[str], where: str, n: int) -> dict[str, float]:
     """One arm, in this process: build the model on the ``where`` thread, time on "serve"."""
     from shared.predictor import Predictor
+    from shared.predictor.torch_runner import load_torch_predictor
 
     serve = ThreadPoolExecutor(1, thread_name_prefix="serve")
     loader = ThreadPoolExecutor(1, thread_name_prefix="loader")
 
     def build() -> Predictor:
-        predictor = Predictor.from_folder(folder, verify_checksums=False)
+        predictor = load_torch_predictor(folder, verify_checksums=False)
         predictor.predict([titles[0]], 1)
         return predictor
 

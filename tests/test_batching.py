@@ -15,7 +15,8 @@ from api.app import create_app
 from api.inference import InferenceService, ModelNotReady, QueueFull
 from api.model_manager import LoadedModel, ModelManager
 from api.settings import ApiSettings
-from shared.predictor import Prediction, Predictor, TagScore
+from shared.predictor import Prediction, TagScore
+from shared.predictor.torch_runner import load_torch_predictor
 from shared.store import ArtefactStore
 
 
@@ -200,7 +201,7 @@ def test_no_model_is_refused_before_queueing() -> None:
 def test_batched_answers_equal_unbatched_ones_with_the_tiny_model(published: ArtefactStore) -> None:
     version = published.latest()
     assert version is not None
-    real = LoadedModel(version, Predictor.from_folder(published.root / version), {}, {}, {}, "")
+    real = LoadedModel(version, load_torch_predictor(published.root / version), {}, {}, {}, "")
     texts = ["pandas numpy", "spring maven error in the jvm build", "sql", "node promise dom"]
 
     async def run(batching: bool) -> list[list[Prediction]]:

@@ -18,9 +18,9 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from shared.backends import ONNX_FILES
+from shared.layout import ONNX_FILES
 from shared.model import TaggerModel
-from shared.predictor import Predictor, pad_batch
+from shared.predictor.torch_runner import load_torch_predictor, pad_batch
 from shared.store import ArtefactError, ArtefactStore, verify
 from tests.conftest import REPO, free_port
 from tests.test_trainer import run_cli, trainer_args
@@ -81,7 +81,7 @@ def test_two_processes_publish_what_one_would(
         assert version is not None and [v.name for v in store.versions()] == [version]
         folder = store.root / version
         files.append(set(verify(folder)["files"]))
-        scores = Predictor.from_folder(folder).scores(["pandas numpy", "spring maven"])
+        scores = load_torch_predictor(folder).scores(["pandas numpy", "spring maven"])
         assert scores.shape == (2, 4)
         metrics.append(json.loads((folder / "metrics.json").read_text()))
     # The same artefact, file for file, but for the int8 graph: it is published only where it

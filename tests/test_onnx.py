@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.backends import choose_backend, load_predictor
 from shared.data import read_dataset
-from shared.onnx_predictor import OnnxPredictor
-from shared.predictor import Predictor
+from shared.predictor import backend_of, choose_backend, load_predictor
+from shared.predictor.onnx_runner import load_onnx_predictor
+from shared.predictor.torch_runner import load_torch_predictor
 from shared.store import MANIFEST_FILE, ArtefactError, ArtefactStore
 from tests.conftest import REPO, SAMPLE_DATA, tiny_config
 from tests.test_api import clone_version, make_client, wait_for
@@ -58,8 +58,8 @@ def test_published_version_carries_verified_graphs(published: ArtefactStore) -> 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_onnx_scores_match_torch(published: ArtefactStore, precision: str) -> None:
     folder = folder_of(published)
-    onnx = OnnxPredictor.from_folder(folder, precision=precision)
-    torch_predictor = Predictor.from_folder(folder)
+    onnx = load_onnx_predictor(folder, precision=precision)
+    torch_predictor = load_torch_predictor(folder)
     titles = read_dataset(SAMPLE_DATA / "valid.tsv").titles[:200] + ODD_TEXTS
     got, expected = onnx.scores(titles), torch_predictor.scores(titles)
     assert got.shape == expected.shape == (len(titles), 4)
@@ -80,8 +80,8 @@ def test_tokenizer_ids_equal_transformers(published: ArtefactStore) -> None:
     """tokenizers from tokenizer.json gives the ids the transformers tokenizer gives, also on
     odd input (emoji, NUL, 100k characters, lone surrogates), and never raises."""
     folder = folder_of(published)
-    onnx = OnnxPredictor.from_folder(folder)
-    torch_predictor = Predictor.from_folder(folder)
+    onnx = load_onnx_predictor(folder)
+    torch_predictor = load_torch_predictor(folder)
     titles = read_dataset(SAMPLE_DATA / "valid.tsv").titles + ODD_TEXTS
     assert onnx.encode(titles) == torch_predictor.encode(titles)
     assert max(len(ids) for ids in onnx.encode(ODD_TEXTS)) == onnx.spec.max_length
@@ -172,8 +172,8 @@ def test_backend_choice(store_copy: ArtefactStore) -> None:
     assert choose_backend(folder, "torch", "fp32") == "torch"
     with pytest.raises(ArtefactError, match=r"has no model\.onnx.*retrain"):
         choose_backend(folder, "onnx", "fp32")
-    assert isinstance(load_predictor(store_copy.root / current), OnnxPredictor)
-    assert isinstance(load_predictor(folder), Predictor)
+    assert backend_of(load_predictor(store_copy.root / current)) == "onnx"
+    assert backend_of(load_predictor(folder)) == "torch"
     # a graph the manifest does not list is never loaded, even without checksum checks
     (folder / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ArtefactError, match="not listed in its manifest"):

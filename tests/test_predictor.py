@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.predictor import Predictor
+from shared.predictor import TagScore
+from shared.predictor.torch_runner import load_torch_predictor, torch_predictor
 from shared.store import ArtefactError, ArtefactStore
 from tests.test_trainer import run_cli
 
@@ -21,7 +22,7 @@ def folder_of(store: ArtefactStore) -> Path:
 
 
 def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
-    predictor = Predictor.from_folder(folder_of(published))
+    predictor = load_torch_predictor(folder_of(published))
     texts = ["How to use pandas with numpy?", "spring hibernate maven error", "   sql  join   "]
     results = predictor.predict(texts, top_k=3)
     assert len(results) == 3
@@ -42,8 +43,68 @@ def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
     assert ((together >= 0) & (together <= 1)).all()
 
 
+class WordTokenizer:
+    """One id per word (its length), between 101 and 102 as BERT's special tokens."""
+
+    pad_id = 0
+
+    def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        # split on single spaces: text the core did not normalise would show as 0-length words
+        lengths = [[len(w) for w in t.split(" ")] if t else [] for t in texts]
+        return [[101, *words[: max_length - 2], 102] for words in lengths]
+
+
+class RecordingRunner:
+    """Scores a row of n tokens n/7 for the first label, the rest for the second; keeps every
+    padded batch it ran."""
+
+    backend = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.batches.append((input_ids, attention_mask))
+        counts = attention_mask.sum(axis=1).astype(np.float32)
+        return np.stack([counts / 7, 1 - counts / 7], axis=1)
+
+
+def test_core_normalises_truncates_groups_pads_and_formats_for_any_runner() -> None:
+    """The core alone, with a fake tokenizer and runner: texts normalised and cut at the spec's
+    max_length, batches of similar length padded with the tokenizer's pad id, scores back in
+    the texts' order, top-k and decided tags, and token counts."""
+    from shared.predictor import Predictor
+    from shared.spec import TaggerSpec
+
+    runner = RecordingRunner()
+    spec = TaggerSpec(threshold=0.4, max_length=6, score="sigmoid")
+    predictor = Predictor(runner, WordTokenizer(), spec, ["long", "short"], batch_size=2)
+    texts = ["a  bb\tccc", "a", "one two three four five six seven", "x y"]
+    assert predictor.encode(texts) == [
+        [101, 1, 2, 3, 102],
+        [101, 1, 102],
+        [101, 3, 3, 5, 4, 102],
+        [101, 1, 1, 102],
+    ]
+    results = predictor.predict(texts, top_k=5)
+    assert [r.tokens for r in results] == [5, 3, 6, 4]
+    assert [r.predicted for r in results] == [
+        ["long"],
+        ["short", "long"],
+        ["long"],
+        ["long", "short"],
+    ]
+    assert results[1].tags == [TagScore("short", 0.571429), TagScore("long", 0.428571)]
+    assert [len(r.tags) for r in predictor.predict(texts, top_k=1)] == [1] * 4
+    # shortest first, two rows a batch, right-padded with pad id 0
+    (ids, mask), (_, wide_mask) = runner.batches[-2:]
+    assert ids.tolist() == [[101, 1, 102, 0], [101, 1, 1, 102]]
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]] and wide_mask.shape == (2, 6)
+    assert predictor.backend == "fake"
+
+
 def test_predictor_leaves_the_mode_of_a_model_it_is_handed(tiny_model_dir: Path) -> None:
-    """The trainer hands its model in training mode and switches it itself; a Predictor built
+    """The trainer hands its model in training mode and switches it itself; a predictor built
     around it must not turn dropout off behind its back (nor on)."""
     from transformers import AutoTokenizer
 
@@ -52,15 +113,15 @@ def test_predictor_leaves_the_mode_of_a_model_it_is_handed(tiny_model_dir: Path)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     spec = TaggerSpec(threshold=0.5, max_length=24, score="sigmoid")
     model = TaggerModel.from_base(tiny_model_dir, ["python", "java"]).train(True)
-    Predictor(model, tokenizer, spec)
+    torch_predictor(model, tokenizer, spec)
     assert model.training and model.dropout.training
     model.train(False)
-    Predictor(model, tokenizer, spec).scores(["pandas dataframe"])
+    torch_predictor(model, tokenizer, spec).scores(["pandas dataframe"])
     assert not model.training
 
 
 def test_top_k_is_clamped_to_the_label_count(published: ArtefactStore) -> None:
-    predictor = Predictor.from_folder(folder_of(published))
+    predictor = load_torch_predictor(folder_of(published))
     assert len(predictor.predict(["x"], top_k=50)[0].tags) == len(predictor.labels)
 
 
@@ -68,7 +129,7 @@ def test_corrupted_artefact_is_refused(store_copy: ArtefactStore) -> None:
     folder = folder_of(store_copy)
     (folder / "tagger.json").write_text('{"threshold": 0.0}')
     with pytest.raises(ArtefactError):
-        Predictor.from_folder(folder)
+        load_torch_predictor(folder)
 
 
 def test_loads_with_plain_transformers_and_safetensors(published: ArtefactStore) -> None:
@@ -91,7 +152,7 @@ def test_loads_with_plain_transformers_and_safetensors(published: ArtefactStore)
         score = json.loads(Path(folder, "tagger.json").read_text())["score"]
         probs = torch.sigmoid(logits) if score == "sigmoid" else torch.softmax(logits, -1)
 
-    predictor = Predictor.from_folder(folder)
+    predictor = load_torch_predictor(folder)
     assert labels == predictor.labels
     np.testing.assert_allclose(
         probs.numpy()[0], predictor.scores(["How to use pandas with numpy?"])[0], atol=1e-5
@@ -161,21 +222,26 @@ def test_int8_predictor_quantizes_linear_layers_and_agrees_with_fp32(
     published: ArtefactStore,
 ) -> None:
     folder = folder_of(published)
-    fp32 = Predictor.from_folder(folder)
-    int8 = Predictor.from_folder(folder, precision="int8")
-    kept = {n for n, m in int8.model.named_modules() if type(m) is torch.nn.Linear}
+    fp32 = load_torch_predictor(folder)
+    int8 = load_torch_predictor(folder, precision="int8")
+    kept = {n for n, m in int8.runner.model.named_modules() if type(m) is torch.nn.Linear}
     assert kept == {"encoder.encoder.layer.0.output.dense"}  # every other Linear is quantized
     quantized = [
-        m for m in int8.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+        m
+        for m in int8.runner.model.modules()
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
     ]
-    assert len(quantized) == sum(isinstance(m, torch.nn.Linear) for m in fp32.model.modules()) - 1
+    assert (
+        len(quantized)
+        == sum(isinstance(m, torch.nn.Linear) for m in fp32.runner.model.modules()) - 1
+    )
     texts = ["How to use pandas with numpy?", "spring maven error", "mysql join slow", "node dom"]
     a, b = fp32.scores(texts), int8.scores(texts)
     assert ((b >= 0) & (b <= 1)).all()
     assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
     assert np.abs(a - b).max() < 0.05
     with pytest.raises(ValueError, match="precision"):
-        Predictor.from_folder(folder, precision="fp16")
+        load_torch_predictor(folder, precision="fp16")
 
 
 def test_evaluate_cli_int8(published: ArtefactStore, fixture_data: dict[str, Path]) -> None:

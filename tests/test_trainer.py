@@ -293,14 +293,14 @@ def test_freeze_embeddings_keeps_the_word_embeddings(
 def test_loss_option_sets_the_score_function(
     tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path], published: ArtefactStore
 ) -> None:
-    from shared.predictor import Predictor
+    from shared.predictor.torch_runner import load_torch_predictor
 
     default = published.root / str(published.latest())
     assert json.loads((default / "tagger.json").read_text())["score"] == "sigmoid"
     config = tiny_config(tiny_model_dir, epochs=1, loss="softmax")
     result = train(config, fixture_data["train"], fixture_data["valid"], tmp_path)
     assert json.loads((result.path / "tagger.json").read_text())["score"] == "softmax"
-    scores = Predictor.from_folder(result.path).scores(["pandas numpy", "spring maven"])
+    scores = load_torch_predictor(result.path).scores(["pandas numpy", "spring maven"])
     assert scores.sum(axis=1) == pytest.approx(1.0, abs=1e-4)
 
 
@@ -373,13 +373,15 @@ def test_head_starts_at_tag_name_embeddings_with_the_tag_priors(tiny_model_dir: 
     from transformers import AutoTokenizer
 
     from shared.model import TaggerModel, TaggerSpec
-    from shared.predictor import Predictor, pad_batch
+    from shared.predictor.torch_runner import pad_batch, torch_predictor
     from trainer.fit import init_head_from_tag_names
 
     labels = ["python", "java", "ruby-on-rails"]
     model = TaggerModel.from_base(tiny_model_dir, labels).train(False)  # dropout off
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    scorer = Predictor(model, tokenizer, TaggerSpec(threshold=0.5, max_length=24, score="sigmoid"))
+    scorer = torch_predictor(
+        model, tokenizer, TaggerSpec(threshold=0.5, max_length=24, score="sigmoid")
+    )
     titles = ["pandas dataframe", "spring maven", "rails migration", "numpy array", "jvm heap"]
     sample = scorer.encode(titles * 4)
     multi_hot = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]] * 4).float()

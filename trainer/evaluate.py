@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from shared.predictor import BACKENDS, PRECISIONS, load_predictor
 from trainer.cli import run_main, setup_logging
 
 
@@ -26,13 +27,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-tag", action="store_true", help="include per-tag figures")
     parser.add_argument(
         "--precision",
-        choices=("fp32", "int8"),
+        choices=PRECISIONS,
         default="fp32",
         help="int8: dynamic quantization of the linear layers, as API_PRECISION=int8 serves",
     )
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnx", "auto"),
+        choices=BACKENDS,
         default="torch",
         help="runtime that scores, as API_BACKEND: torch (the reference), onnx (the version's "
         "model.onnx or model.int8.onnx, as the API serves it), auto",
@@ -44,7 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    from shared.backends import load_predictor
     from shared.data import read_dataset
     from trainer.metrics import tagging_metrics
 

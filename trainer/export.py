@@ -30,10 +30,10 @@ from google.protobuf.message import DecodeError
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from shared.backends import ONNX_FILES
 from shared.data import Dataset
+from shared.layout import ONNX_FILES
 from shared.model import TaggerModel
-from shared.predictor import INT8_KEEP_FP32, Predictor
+from shared.predictor.torch_runner import INT8_KEEP_FP32, torch_predictor
 from shared.spec import TaggerSpec
 from trainer.metrics import tagging_metrics
 
@@ -98,12 +98,12 @@ def export_onnx(
     try:
         fp32_path = folder / ONNX_FILES["fp32"]
         _export(model, tokenizer, spec, fp32_path)
-        expected = Predictor(model, tokenizer, spec).scores(rows.titles)
+        expected = torch_predictor(model, tokenizer, spec).scores(rows.titles)
     finally:
         model.train(was_training)
-    from shared.onnx_predictor import OnnxPredictor
+    from shared.predictor.onnx_runner import load_onnx_predictor
 
-    fp32 = OnnxPredictor.from_folder(folder, verify_checksums=False)
+    fp32 = load_onnx_predictor(folder, verify_checksums=False)
     got = fp32.scores(rows.titles)
     diff = float(np.abs(got - expected).max()) if len(rows) else 0.0
     if not diff <= FP32_MAX_ABS_DIFF:  # also catches NaN
@@ -187,7 +187,7 @@ def _quantize_and_check(
 ) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from shared.onnx_predictor import OnnxPredictor
+    from shared.predictor.onnx_runner import load_onnx_predictor
 
     source, target = folder / ONNX_FILES["fp32"], folder / ONNX_FILES["int8"]
     excluded = int8_excluded_nodes(source)
@@ -209,7 +209,7 @@ def _quantize_and_check(
         ) from exc
     finally:
         root.setLevel(level)
-    int8 = OnnxPredictor.from_folder(folder, verify_checksums=False, precision="int8")
+    int8 = load_onnx_predictor(folder, verify_checksums=False, precision="int8")
     int8_f1 = tagging_metrics(int8.scores(rows.titles), spec.threshold, rows.tags, labels)[
         "micro_f1"
     ]

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from shared.data import Dataset
 from shared.model import TaggerModel
-from shared.predictor import Predictor, pad_batch
+from shared.predictor import Predictor
+from shared.predictor.torch_runner import pad_batch
 from trainer.compute import Compute
 from trainer.config import MODEL_PACKAGE, ConfigError, TrainConfig
 from trainer.metrics import HEADLINE_METRICS, Truth, tagging_metrics, tune_threshold
@@ -171,7 +172,7 @@ def init_head_from_tag_names(
     """
     was_training = model.training
     model.train(False)
-    pad_id = predictor.tokenizer.pad_token_id or 0
+    pad_id = predictor.tokenizer.pad_id
     device = model.tagger_head.weight.device
 
     def pool(ids: list[list[int]]) -> torch.Tensor:
@@ -232,7 +233,7 @@ def fit(
     train_ids = predictor.encode(split.train.titles)
     targets = soft_targets(split.train.tags, split.labels).to(device)
     multi_hot = (targets > 0).float()
-    pad_id = predictor.tokenizer.pad_token_id or 0
+    pad_id = predictor.tokenizer.pad_id
     lengths = [len(ids) for ids in train_ids]
     total_steps = math.ceil(len(train_ids) / config.batch_size) * config.epochs
 

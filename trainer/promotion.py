@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.data import Dataset
-from shared.predictor import Predictor
+from shared.predictor.torch_runner import load_torch_predictor
 from shared.store import ArtefactError, ArtefactStore
 from trainer.config import TrainConfig
 from trainer.metrics import HEADLINE_METRICS, tagging_metrics
@@ -49,7 +49,7 @@ def decide_promotion(
     if config.force_promote:
         return {**decision, "promoted": True, "reason": "forced"}
     try:
-        incumbent = Predictor.from_folder(store.version_path(previous))
+        incumbent = load_torch_predictor(store.version_path(previous))
     except Exception as exc:
         return {
             **decision,

@@ -18,7 +18,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from shared.model import TaggerModel, TaggerSpec
-from shared.predictor import Predictor
+from shared.predictor.torch_runner import torch_predictor
 from shared.store import ArtefactError, ArtefactStore
 from trainer.baseline import baseline_metrics
 from trainer.compute import Compute, start_compute
@@ -89,7 +89,7 @@ def _train(
     model = TaggerModel.from_base(base_folder, split.labels, dropout=config.dropout)
     score = "sigmoid" if config.loss == "bce" else "softmax"
     spec = TaggerSpec(threshold=0.5, max_length=config.max_length, score=score)
-    predictor = Predictor(model, tokenizer, spec, batch_size=config.eval_batch_size)
+    predictor = torch_predictor(model, tokenizer, spec, batch_size=config.eval_batch_size)
 
     # Returns in every process only once all of them have finished training with the same
     # weights: rank 0 cannot publish after a peer died.
