@@ -115,10 +115,11 @@ e2e-swarm: ## deploy/swarm/stack.yaml on a real single-node Docker Swarm: replic
 k8s-check: setup ## render deploy/k8s with kustomize and validate it against the Kubernetes schemas (offline)
 	$(PY) -m pytest tests/test_k8s.py -q
 
-lint: setup ## ruff lint and format check, mypy on every package
+lint: setup ## ruff lint and format check, mypy on every package, the import contracts (pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 clean: ## remove the virtual environment and caches (keeps data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
