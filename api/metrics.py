@@ -6,9 +6,9 @@ needed: a scrape reads this process's own counters.
 
 What happens per request or per batch is counted when it happens (counters, histograms);
 what *is* (the served version, the queue depth, the refusals the batcher already counts) is
-read at scrape time by :class:`StateCollector`, so it costs the request path nothing. Both
-go through the narrow protocols of :mod:`api.observe`: this module never imports the model
-manager or the batcher.
+read at scrape time by :class:`StateCollector`, so it costs the request path nothing. The
+model manager and the batcher, their events and their state, are seen only through the
+protocols of :mod:`api.observe`: this module never imports them.
 Label values are bounded: routes are the matched route's path template ("unmatched" for any
 other path), statuses are HTTP codes, tags are the served model's labels.
 """
