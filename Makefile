@@ -115,10 +115,11 @@ e2e-swarm: ## deploy/swarm/stack.yaml on a real single-node Docker Swarm: replic
 k8s-check: setup ## render deploy/k8s with kustomize and validate it against the Kubernetes schemas (offline)
 	$(PY) -m pytest tests/test_k8s.py -q
 
-lint: setup ## ruff lint and format check, mypy on every package, the strict docs build
+lint: setup ## ruff lint and format check, mypy, the import contracts (pyproject.toml), the strict docs build
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # 8001: the API has 8000.

@@ -66,7 +66,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             precision=settings.precision,
             retry_initial_s=settings.retry_initial_s,
             retry_max_s=settings.retry_max_s,
-            metrics=metrics,
+            observer=metrics,
             backend=settings.backend,
             threads=settings.torch_threads,
         )
@@ -77,7 +77,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             max_wait_ms=settings.max_wait_ms,
             queue_depth=settings.queue_depth,
             torch_executor=torch_executor,
-            metrics=metrics,
+            observer=metrics,
         )
         app.state.manager, app.state.inference = manager, inference
         if metrics is not None:

@@ -26,13 +26,10 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from api.model_manager import LoadedModel, ModelManager
+from api.observe import BatchObserver
 from shared.predictor import Prediction
-
-if TYPE_CHECKING:
-    from api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +75,10 @@ class InferenceService:
         max_wait_ms: float = 10.0,
         queue_depth: int = 1024,
         torch_executor: ThreadPoolExecutor | None = None,
-        metrics: ApiMetrics | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.manager = manager
-        self.metrics = metrics
+        self.observer = observer  # told of each forward pass
         self.batching = batching
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -163,8 +160,8 @@ class InferenceService:
                 raise ModelNotReady()
             started = time.monotonic()
             result = await loop.run_in_executor(self._executor, run, model)
-            if self.metrics is not None:
-                self.metrics.observe_batch((), time.monotonic() - started, result)
+            if self.observer is not None:
+                self.observer.observe_batch((), time.monotonic() - started, result)
             return model, result
 
         task = asyncio.ensure_future(alone())
@@ -250,11 +247,11 @@ class InferenceService:
             start += len(job.texts)
             if not job.future.done():
                 job.future.set_result((model, [_cut(p, job.top_k) for p in rows]))
-        if self.metrics is not None:
+        if self.observer is not None:
             # Counted once the answers are on their way: the callback runs after the requests'
             # own steps, so recording a batch never delays its answers.
             waits = [started - job.enqueued for job in batch]
-            loop.call_soon(self.metrics.observe_batch, waits, seconds, results)
+            loop.call_soon(self.observer.observe_batch, waits, seconds, results)
 
 
 def _fail(batch: list[_Job], exc: BaseException) -> None:

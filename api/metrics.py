@@ -6,7 +6,9 @@ needed: a scrape reads this process's own counters.
 
 What happens per request or per batch is counted when it happens (counters, histograms);
 what *is* (the served version, the queue depth, the refusals the batcher already counts) is
-read at scrape time by :class:`StateCollector`, so it costs the request path nothing.
+read at scrape time by :class:`StateCollector`, so it costs the request path nothing. The
+model manager and the batcher, their events and their state, are seen only through the
+protocols of :mod:`api.observe`: this module never imports them.
 Label values are bounded: routes are the matched route's path template ("unmatched" for any
 other path), statuses are HTTP codes, tags are the served model's labels.
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,18 +26,14 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from api.observe import RELOAD_FAILURE_REASONS, ModelState, QueueState
 from shared.predictor import Prediction
-
-if TYPE_CHECKING:
-    from api.inference import InferenceService
-    from api.model_manager import ModelManager
 
 # Counters and histograms would each export a "_created" timestamp series too: twice the
 # series for nothing the dashboards or alerts here use.
 disable_created_metrics()
 
 UNMATCHED_ROUTE = "unmatched"
-RELOAD_FAILURE_REASONS = ("verification", "load")
 
 # Request latency: /predict answers in 5-50 ms on this hardware at low load (fine steps
 # there), up to seconds when the queue is long.
@@ -56,7 +53,8 @@ LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.
 
 
 class ApiMetrics:
-    """Every metric the API exports, in one registry; the ``observe_*`` methods record events."""
+    """Every metric the API exports, in one registry; the ``observe_*`` methods record events
+    (it is the :class:`~api.observe.LoadObserver` and :class:`~api.observe.BatchObserver`)."""
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
@@ -149,12 +147,12 @@ class ApiMetrics:
         self._top1_children: dict[str, Counter] = {}
         self._state: StateCollector | None = None
 
-    def watch(self, manager: ModelManager, inference: InferenceService) -> None:
-        """Export the state of ``manager`` and ``inference``, read at each scrape (replacing
-        those of an earlier run of the app's lifespan)."""
+    def watch(self, model: ModelState, queue: QueueState) -> None:
+        """Export the state of ``model`` (the manager) and ``queue`` (the batcher), read at
+        each scrape (replacing those of an earlier run of the app's lifespan)."""
         if self._state is not None:
             self.registry.unregister(self._state)
-        self._state = StateCollector(manager, inference)
+        self._state = StateCollector(model, queue)
         self.registry.register(self._state)
 
     def render(self, accept: str) -> tuple[bytes, str]:
@@ -200,6 +198,14 @@ class ApiMetrics:
             child = self._top1_children[tag] = self.predicted_top1.labels(tag)
         return child
 
+    def observe_reload_attempt(self) -> None:
+        """A version is about to be loaded (the first at start-up included)."""
+        self.reload_attempts.inc()
+
+    def observe_reload_failure(self, reason: str) -> None:
+        """A version could not be served, for one of :data:`RELOAD_FAILURE_REASONS`."""
+        self.reload_failures.labels(reason).inc()
+
     def observe_load(self, labels: Sequence[str], seconds: float) -> None:
         """A version was swapped in; its tags start at 0 so rates are defined from then on."""
         self.reload_successes.inc()
@@ -211,18 +217,18 @@ class ApiMetrics:
 class StateCollector(Collector):
     """Gauges (and the batcher's own counters) read from the live objects at scrape time."""
 
-    def __init__(self, manager: ModelManager, inference: InferenceService) -> None:
-        self.manager, self.inference = manager, inference
+    def __init__(self, model: ModelState, queue: QueueState) -> None:
+        self.model, self.queue = model, queue
 
     def collect(self) -> Iterable[Metric]:
-        current = self.manager.current
+        current = self.model.current
         info = GaugeMetricFamily(
             "tagger_model_info",
             "the served model version and precision (value 1; absent while none is loaded)",
             labels=["version", "precision"],
         )
         if current is not None:
-            info.add_metric([current.version, self.manager.precision], 1)
+            info.add_metric([current.version, self.model.precision], 1)
         yield info
         yield GaugeMetricFamily(
             "tagger_model_loaded", "1 while a model is served, else 0", value=int(bool(current))
@@ -237,24 +243,24 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "tagger_model_latest_readable",
             "1 when LATEST names a version (0: it cannot be read; see GET /model)",
-            value=int(self.manager.latest_error is None),
+            value=int(self.model.latest_error is None),
         )
         yield GaugeMetricFamily(
             "tagger_model_failed_versions",
             "versions that failed to load and are skipped",
-            value=len(self.manager.failed),
+            value=len(self.model.failed),
         )
         yield GaugeMetricFamily(
             "tagger_queue_depth_texts",
             "texts waiting for a forward pass",
-            value=self.inference.waiting_texts,
+            value=self.queue.waiting_texts,
         )
         yield GaugeMetricFamily(
             "tagger_queue_capacity_texts",
             "most texts that may wait (API_QUEUE_DEPTH); beyond it requests get 503",
-            value=self.inference.queue_depth,
+            value=self.queue.queue_depth,
         )
-        stats = self.inference.stats
+        stats = self.queue.stats
         yield CounterMetricFamily(
             "tagger_requests_refused_overload",
             "requests refused with 503 overloaded because the queue was full",

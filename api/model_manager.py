@@ -25,15 +25,13 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from api.observe import LoadObserver
 from shared.predictor import TagPredictor, load_predictor
 from shared.store import ArtefactError, ArtefactStore, verify
-
-if TYPE_CHECKING:
-    from api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ class ModelManager:
     failed: dict[str, FailedLoad] = field(default_factory=dict)
     latest_seen: str | None = None  # the last version name read from LATEST
     latest_error: str | None = None  # why LATEST cannot be read now
-    metrics: ApiMetrics | None = None
+    observer: LoadObserver | None = None  # told of each load attempt and its outcome
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def load_version(self, version: str) -> LoadedModel:
@@ -115,9 +113,9 @@ class ModelManager:
         )
 
     async def _try_load(self, version: str) -> LoadedModel | None:
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.reload_attempts.inc()
+        observer = self.observer
+        if observer is not None:
+            observer.observe_reload_attempt()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
@@ -129,14 +127,14 @@ class ModelManager:
         except Exception as exc:
             # ArtefactError: the manifest or a checksum; anything else: building or warming up.
             stage = "verification" if isinstance(exc, ArtefactError) else "load"
-            if metrics is not None:
-                metrics.reload_failures.labels(stage).inc()
+            if observer is not None:
+                observer.observe_reload_failure(stage)
             self._record_failure(version, f"{type(exc).__name__}: {exc}", stage)
             return None
         if self.failed.pop(version, None) is not None:
             log.info("version %s loaded after earlier failures", version)
-        if metrics is not None:
-            metrics.observe_load(loaded.predictor.labels, time.monotonic() - started)
+        if observer is not None:
+            observer.observe_load(loaded.predictor.labels, time.monotonic() - started)
         return loaded
 
     def _record_failure(self, version: str, message: str, stage: str) -> None:

@@ -23,10 +23,11 @@ from shared.store import ArtefactError, ArtefactStore
 from trainer.baseline import baseline_metrics
 from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig
-from trainer.fit import fit, resolve_base_model, seed_everything, validate
+from trainer.fit import fit, validate
 from trainer.metrics import HEADLINE_METRICS
 from trainer.promotion import decide_promotion, settle_promotion
 from trainer.publish import RunInputs, publish
+from trainer.recipe import resolve_base_model, seed_everything
 from trainer.report import describe_recipe
 from trainer.split import prepare_split
 

@@ -1,0 +1,93 @@
+"""What the serving side tells its observers, and what of its state they may read.
+
+The model manager and the batcher report events to a :class:`LoadObserver` and a
+:class:`BatchObserver`, and the metrics read their state at scrape time through
+:class:`ModelState` and :class:`QueueState`. Both directions are typed here, so the metrics
+never import the manager or the batcher, nor they the metrics: each side depends on this
+module alone. :class:`api.metrics.ApiMetrics` is the one observer today.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Protocol
+
+from shared.predictor import Prediction
+
+# Why a version could not be served: "verification" (the manifest or a checksum) or "load"
+# (building or warming up the model). The manager reports them, the metrics label them.
+RELOAD_FAILURE_REASONS = ("verification", "load")
+
+
+class LoadObserver(Protocol):
+    """Told of every attempt to load a model version and of how it ended."""
+
+    def observe_reload_attempt(self) -> None:
+        """A version is about to be verified, built and warmed up."""
+
+    def observe_reload_failure(self, reason: str) -> None:
+        """It could not be served; ``reason`` is one of :data:`RELOAD_FAILURE_REASONS`."""
+
+    def observe_load(self, labels: Sequence[str], seconds: float) -> None:
+        """It was swapped in after ``seconds``; ``labels`` are the tags it predicts."""
+
+
+class BatchObserver(Protocol):
+    """Told of every forward pass once its answers are on their way."""
+
+    def observe_batch(
+        self, waits: Iterable[float], seconds: float, predictions: Sequence[Prediction]
+    ) -> None:
+        """Each request's queue wait, the pass's duration, and what it answered."""
+
+
+class ServedVersion(Protocol):
+    """The served model, as far as an observer needs to know it."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def loaded_at(self) -> str:
+        """When it was loaded (ISO 8601, UTC)."""
+
+
+class ModelState(Protocol):
+    """Which model is served and how loading goes (the model manager is one)."""
+
+    @property
+    def current(self) -> ServedVersion | None: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def latest_error(self) -> str | None:
+        """Why ``LATEST`` cannot be read now (None while it can)."""
+
+    @property
+    def failed(self) -> Collection[str]:
+        """The versions that failed to load and are skipped."""
+
+
+class QueueCounters(Protocol):
+    """Requests the batcher turned away, counted since it started."""
+
+    @property
+    def rejected_queue_full(self) -> int: ...
+
+    @property
+    def dropped_disconnected(self) -> int: ...
+
+
+class QueueState(Protocol):
+    """How full the batcher's queue is (the inference service is one)."""
+
+    @property
+    def waiting_texts(self) -> int: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def stats(self) -> QueueCounters: ...

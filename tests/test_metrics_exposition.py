@@ -1,0 +1,148 @@
+"""The metrics on their own: every tagger_* family's name, type and labels, and the values that
+come from the events and the state the serving side shares through api.observe."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.metrics import ApiMetrics
+from shared.predictor import Prediction, TagScore
+
+# name -> (type, label names): what dashboards and alerts rely on.
+FAMILIES = {
+    "tagger_http_requests": ("counter", {"route", "method", "status"}),
+    "tagger_http_request_duration_seconds": ("histogram", {"route", "method"}),
+    "tagger_predict_texts_per_request": ("histogram", set()),
+    "tagger_batch_size_texts": ("histogram", set()),
+    "tagger_batch_wait_seconds": ("histogram", set()),
+    "tagger_inference_duration_seconds": ("histogram", set()),
+    "tagger_input_tokens": ("histogram", set()),
+    "tagger_predicted_top1": ("counter", {"tag"}),
+    "tagger_predicted_tags_per_text": ("histogram", set()),
+    "tagger_model_reload_attempts": ("counter", set()),
+    "tagger_model_reload_successes": ("counter", set()),
+    "tagger_model_reload_failures": ("counter", {"reason"}),
+    "tagger_model_load_duration_seconds": ("histogram", set()),
+    "tagger_model_info": ("gauge", {"version", "precision"}),
+    "tagger_model_loaded": ("gauge", set()),
+    "tagger_model_loaded_timestamp_seconds": ("gauge", set()),
+    "tagger_model_latest_readable": ("gauge", set()),
+    "tagger_model_failed_versions": ("gauge", set()),
+    "tagger_queue_depth_texts": ("gauge", set()),
+    "tagger_queue_capacity_texts": ("gauge", set()),
+    "tagger_requests_refused_overload": ("counter", set()),
+    "tagger_requests_withdrawn": ("counter", set()),
+}
+LOADED_AT = "2026-01-02T03:04:05+00:00"
+
+
+@dataclass
+class Served:
+    version: str
+    loaded_at: str
+
+
+@dataclass
+class Model:
+    current: Served | None
+    precision: str = "int8"
+    latest_error: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    rejected_queue_full: int = 0
+    dropped_disconnected: int = 0
+
+
+@dataclass
+class Queue:
+    waiting_texts: int = 0
+    queue_depth: int = 64
+    stats: Counters = field(default_factory=Counters)
+
+
+def scrape(metrics: ApiMetrics) -> dict[str, tuple[str, dict[tuple, float]]]:
+    """tagger_* families: name -> (type, {(sample name, sorted labels): value})."""
+    body, _ = metrics.render("")
+    return {
+        family.name: (
+            family.type,
+            {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples},
+        )
+        for family in text_string_to_metric_families(body.decode())
+        if family.name.startswith("tagger_")
+    }
+
+
+def test_every_family_keeps_its_name_type_and_labels() -> None:
+    metrics = ApiMetrics()
+    metrics.watch(Model(Served("v1", LOADED_AT)), Queue())
+    metrics.observe_request("/predict", "POST", 200, 0.01, 1)
+    metrics.observe_load(["python"], 0.5)
+    metrics.observe_batch([0.001], 0.01, [Prediction([TagScore("python", 0.9)], ["python"], 5)])
+    families = scrape(metrics)
+    assert set(families) == set(FAMILIES)
+    for name, (kind, labels) in FAMILIES.items():
+        found = families[name]
+        assert found[0] == kind, name
+        named = {k for _, sample_labels in found[1] for k, _ in sample_labels} - {"le"}
+        assert named == labels, name
+
+
+def test_events_and_state_are_what_the_metrics_say() -> None:
+    metrics = ApiMetrics()
+    model = Model(
+        Served("v7", LOADED_AT), latest_error="LATEST is empty", failed={"v5": "x", "v6": "y"}
+    )
+    queue = Queue(waiting_texts=3, stats=Counters(rejected_queue_full=2, dropped_disconnected=5))
+    metrics.watch(model, queue)
+    for _ in range(3):
+        metrics.observe_reload_attempt()
+    metrics.observe_reload_failure("load")
+    metrics.observe_reload_failure("verification")
+    metrics.observe_reload_failure("load")
+    metrics.observe_load(["python", "java"], 0.5)
+    prediction = Prediction([TagScore("java", 0.8), TagScore("python", 0.1)], ["java"], 7)
+    metrics.observe_batch([0.001, 0.002], 0.02, [prediction, prediction])
+
+    values = {name: samples for name, (_, samples) in scrape(metrics).items()}
+
+    def one(family: str, sample: str | None = None, **labels: str) -> float:
+        return values[family][(sample or family, tuple(sorted(labels.items())))]
+
+    assert one("tagger_model_reload_attempts", "tagger_model_reload_attempts_total") == 3
+    failures = ("tagger_model_reload_failures", "tagger_model_reload_failures_total")
+    assert one(*failures, reason="load") == 2
+    assert one(*failures, reason="verification") == 1
+    top1 = ("tagger_predicted_top1", "tagger_predicted_top1_total")
+    assert one(*top1, tag="java") == 2
+    assert one(*top1, tag="python") == 0  # present from the load on
+    assert one("tagger_model_reload_successes", "tagger_model_reload_successes_total") == 1
+    assert one("tagger_model_info", precision="int8", version="v7") == 1
+    assert one("tagger_model_loaded") == 1
+    stamp = dt.datetime.fromisoformat(LOADED_AT).timestamp()
+    assert one("tagger_model_loaded_timestamp_seconds") == stamp
+    assert one("tagger_model_latest_readable") == 0
+    assert one("tagger_model_failed_versions") == 2
+    assert one("tagger_queue_depth_texts") == 3
+    assert one("tagger_queue_capacity_texts") == 64
+    refused = "tagger_requests_refused_overload"
+    assert one(refused, refused + "_total") == 2
+    assert one("tagger_requests_withdrawn", "tagger_requests_withdrawn_total") == 5
+    assert one("tagger_batch_wait_seconds", "tagger_batch_wait_seconds_count") == 2
+    assert one("tagger_batch_size_texts", "tagger_batch_size_texts_sum") == 2
+    assert one("tagger_input_tokens", "tagger_input_tokens_sum") == 14
+    load = "tagger_model_load_duration_seconds"
+    assert one(load, load + "_sum") == 0.5
+
+    model.current, queue.waiting_texts = None, 0  # read again at the next scrape
+    values = {name: samples for name, (_, samples) in scrape(metrics).items()}
+    assert values["tagger_model_info"] == {}
+    assert one("tagger_model_loaded") == 0
+    assert "tagger_model_loaded_timestamp_seconds" not in values
+    assert one("tagger_queue_depth_texts") == 0
