@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from shared.artefacts import ArtefactError, ArtefactStore, verify
+from shared.artefacts import MEND_LATEST, ArtefactError, ArtefactStore, verify
 from shared.backends import load_predictor
 from shared.prediction import TagPredictor
 
@@ -204,10 +204,7 @@ class ModelManager:
         if await self.refresh():
             return
         if self.latest_error is not None:
-            log.error(
-                "serving nothing until LATEST names a version "
-                "(python -m trainer.versions use VERSION)"
-            )
+            log.error("serving nothing until LATEST names a version: %s", MEND_LATEST)
             return
         if self.latest_seen is None:
             log.warning("no model published in %s yet: run the trainer", self.store.root)

@@ -53,7 +53,12 @@ PROMOTIONS_DIR = ".promotions"
 _LOCK_SUFFIX = ".lock"
 _LATEST_MAX_BYTES = 256  # a version name is 26 characters; anything longer is not one
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{6}$")
-MEND_LATEST = "mend it with `tagger versions use VERSION` (`tagger versions list` shows them)"
+# Names what exists wherever it is read: the `tagger` command in a checkout, the trainer image's
+# module in containers (neither image has the `tagger` command; the API image has no trainer).
+MEND_LATEST = (
+    "mend it with `tagger versions use VERSION` (`tagger versions list` shows them; in "
+    "containers, the trainer image's `python -m trainer.versions use VERSION`)"
+)
 
 # What the store knows about a version's promotion (see ArtefactStore.status).
 PROMOTED = "promoted"  # LATEST was moved to it (by the gate, --force or `versions use`)
