@@ -106,5 +106,7 @@ def _describe(settings: type[BaseSettings], exc: ValidationError) -> list[str]:
         # A field's loc is its name, or the variable itself when read through an alias;
         # a check of several variables has none (its message names them).
         name = env_name(settings, field) if field in settings.model_fields else field
-        lines.append(f"{name}: {err['msg']} (got {err['input']!r})" if name else err["msg"])
+        # A check of ours raised ValueError: its own words, without pydantic's "Value error, ".
+        msg = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+        lines.append(f"{name}: {msg} (got {err['input']!r})" if name else msg)
     return lines
