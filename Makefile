@@ -54,7 +54,7 @@ train-quick: CONFIG = conf/train-quick.yaml
 train-quick: train ## a quick demo training (a few hundred questions, one epoch)
 
 serve: setup ## serve the newest model on 127.0.0.1:8000 (hot-reloads new versions)
-	API_ARTEFACTS_DIR=$(ARTEFACTS) $(VENV)/bin/tagger serve
+	TAGGER_ARTEFACTS_DIR=$(ARTEFACTS) $(VENV)/bin/tagger serve
 
 predict-test: setup ## top tags of TEXT with the newest model (no TEXT: read lines from stdin)
 	$(VENV)/bin/tagger predict --artefacts-dir $(ARTEFACTS) $(if $(filter command line environment,$(origin TEXT)),"$(TEXT)")

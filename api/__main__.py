@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
 from api.app import create_app
 from api.middleware import ACCESS_LOGGER
 from api.settings import ApiSettings
 from shared.logs import setup_logging
+from shared.settings import SettingsError, load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,22 +20,24 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m api",
         description="Serve the version LATEST names over HTTP with uvicorn; new versions are "
         "picked up without a restart. Every setting is an API_* environment variable "
-        "(see the README's configuration reference); --host and --port override two of them.",
+        "(TAGGER_ARTEFACTS_DIR for the store; see the configuration reference); --host and "
+        "--port override two of them.",
     )
     parser.add_argument("--host", help="listen address (default $API_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default $API_PORT or 8000)")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
-        settings = ApiSettings(**overrides)
-    except ValidationError as exc:
-        for err in exc.errors():
-            key = "API_" + ".".join(str(p) for p in err["loc"]).upper()
-            print(f"error: {key}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
+        settings = load(ApiSettings, **overrides)
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
         return 2
     # Access lines (one a request) are written in batches unless API_LOG_FLUSH_S is 0.
     buffered = (ACCESS_LOGGER,) if settings.log_flush_s > 0 else ()
     setup_logging(settings.log_level, settings.log_format, buffered=buffered)
+    for line in ApiSettings.deprecations():
+        logging.getLogger("api").warning(line)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -7,7 +7,9 @@ while a replica is still loading a published version, and when it cannot load an
 update that starts the new task first therefore stops an old one only once the new one serves,
 and an image that cannot serve the store's versions never becomes healthy (and is rolled back).
 
-Standard library only: the API image has no curl, and this must start fast.
+Standard library only when ``--url`` is given, as the Swarm stack does: the API image has no
+curl, and a check every few seconds must start fast. Without ``--url`` the port is the API's
+(``ApiSettings``, ``API_PORT``), at the cost of importing pydantic.
 Exit code 0 healthy, 1 unhealthy (Docker's convention); one line on stdout says why.
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -50,13 +51,29 @@ def check(base_url: str, timeout: float = 4.0) -> tuple[bool, str]:
     return False, f"not ready: LATEST names {model.get('latest')}, none loaded yet{detail}"
 
 
+def _local_url() -> str | None:
+    """The API of this container, at the port its settings give; None (said why) if invalid."""
+    from api.settings import ApiSettings  # pydantic: imported only when needed
+    from shared.settings import SettingsError, load
+
+    try:
+        return f"http://127.0.0.1:{load(ApiSettings).port}"
+    except SettingsError as exc:
+        print(f"settings invalid: {exc}")
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.healthcheck", description=__doc__)
-    port = os.environ.get("API_PORT", "8000")
-    parser.add_argument("--url", default=f"http://127.0.0.1:{port}", help="the API's base URL")
+    parser.add_argument(
+        "--url", help="the API's base URL (default http://127.0.0.1:$API_PORT, API_PORT 8000)"
+    )
     parser.add_argument("--timeout", type=float, default=4.0, help="seconds per request")
     args = parser.parse_args(argv)
-    healthy, why = check(args.url.rstrip("/"), args.timeout)
+    url = args.url or _local_url()
+    if url is None:
+        return 1
+    healthy, why = check(url.rstrip("/"), args.timeout)
     print(why)
     return 0 if healthy else 1
 

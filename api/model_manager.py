@@ -31,7 +31,7 @@ import yaml
 
 from api.observe import LoadObserver
 from shared.predictor import TagPredictor, load_predictor
-from shared.store import ArtefactError, ArtefactStore, verify
+from shared.store import MEND_LATEST, ArtefactError, ArtefactStore, verify
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +201,7 @@ class ModelManager:
         if await self.refresh():
             return
         if self.latest_error is not None:
-            log.error(
-                "serving nothing until LATEST names a version "
-                "(python -m trainer.versions use VERSION)"
-            )
+            log.error("serving nothing until LATEST names a version: %s", MEND_LATEST)
             return
         if self.latest_seen is None:
             log.warning("no model published in %s yet: run the trainer", self.store.root)

@@ -8,27 +8,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from api.settings import ApiSettings
 from shared.predictor import BACKENDS, load_predictor
+from shared.settings import DEFAULT_ARTEFACTS_DIR, STORE_ENV, SettingsError, load
 from shared.store import ArtefactError, ArtefactStore
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load(ApiSettings)  # the flags' defaults
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    for line in ApiSettings.deprecations():
+        print(f"warning: {line}", file=sys.stderr)
     parser = argparse.ArgumentParser(prog="python -m api.predict", description=__doc__)
     parser.add_argument("text", nargs="*", help="a question title (none: read lines from stdin)")
     parser.add_argument(
         "--artefacts-dir",
         type=Path,
-        default=Path(os.environ.get("API_ARTEFACTS_DIR", "data/artefacts")),
+        default=settings.artefacts_dir,
+        help=f"the artefact store (default ${STORE_ENV} or {DEFAULT_ARTEFACTS_DIR})",
     )
     parser.add_argument("--version", help="a version to use instead of the one LATEST names")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        default=os.environ.get("API_BACKEND", "auto"),
+        default=settings.backend,
         help="model runtime, as API_BACKEND (default $API_BACKEND or auto)",
     )
     parser.add_argument("--top-k", type=int, default=5)

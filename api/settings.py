@@ -1,4 +1,5 @@
-"""API settings, read from ``API_*`` environment variables; invalid values stop start-up."""
+"""API settings, read from ``API_*`` environment variables (and ``TAGGER_ARTEFACTS_DIR``);
+invalid values stop start-up. The API's only reader of the environment, its commands included."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.predictor import Backend, Precision
+from shared.settings import ServiceSettings, store_field
 
 
-class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", env_ignore_empty=True)
+class ApiSettings(ServiceSettings):
+    """Every setting of the API server and of ``tagger predict``."""
 
-    artefacts_dir: Path = Field(Path("data/artefacts"), description="published versions")
+    model_config = SettingsConfigDict(
+        env_prefix="API_", extra="ignore", env_ignore_empty=True, validate_by_name=True
+    )
+
+    artefacts_dir: Path = store_field(deprecated_env="API_ARTEFACTS_DIR")
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8000, ge=1, le=65535, description="listen port")
     poll_interval_s: float = Field(2.0, gt=0, le=3600, description="how often LATEST is checked")

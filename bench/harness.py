@@ -67,7 +67,7 @@ class Server:
             cwd=cwd,
             env={
                 **os.environ,
-                "API_ARTEFACTS_DIR": str(artefacts),
+                "TAGGER_ARTEFACTS_DIR": str(artefacts),
                 "API_PORT": str(self.port),
                 "API_LOG_LEVEL": "warning",
                 "API_POLL_INTERVAL_S": "0.2",

@@ -2,8 +2,9 @@
 
 Each subcommand is the module command of the same job with the rest of the line handed over
 unchanged (``tagger train --help`` is ``python -m trainer --help``), so the two forms cannot
-drift. Modules are imported only for the subcommand asked for: the API image has no trainer
-code, and ``tagger serve`` there still works.
+drift. Modules are imported only for the subcommand asked for: an installation with the API's
+packages only (as the API image has; the images themselves have no ``tagger`` command, only
+the module forms) still runs ``tagger serve`` and ``tagger predict``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         print(
             f"error: 'tagger {name}' needs {exc.name}, which this installation does not have "
-            "(the API image carries only serve and predict)",
+            "(with the API's packages only, serve and predict run)",
             file=sys.stderr,
         )
         return 2

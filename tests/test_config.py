@@ -69,3 +69,46 @@ def test_code_defaults_are_the_shipped_recipe(monkeypatch: pytest.MonkeyPatch) -
             monkeypatch.delenv(name)
     shipped = load_config(REPO / "conf" / "train.yaml")
     assert TrainConfig().public_dict() == shipped.public_dict()
+
+
+def test_trainer_flags_default_to_the_trainer_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.__main__ import parse_args
+
+    for name in list(os.environ):
+        if name.startswith("TRAINER_") or name == "TAGGER_ARTEFACTS_DIR":
+            monkeypatch.delenv(name)
+    args = parse_args([])
+    assert (args.config, args.dataset, args.valid) == (Path("conf/train.yaml"), None, None)
+    assert (args.artefacts_dir, args.log_level) == (Path("data/artefacts"), "INFO")
+    monkeypatch.setenv("TRAINER_CONFIG", "c.yaml")
+    monkeypatch.setenv("TRAINER_DATASET", "d.tsv")
+    monkeypatch.setenv("TRAINER_VALID", "")  # empty: unset, as compose passes it
+    monkeypatch.setenv("TAGGER_ARTEFACTS_DIR", str(tmp_path))
+    monkeypatch.setenv("TRAINER_LOG_LEVEL", "DEBUG")
+    args = parse_args([])
+    assert (args.config, args.dataset, args.valid) == (Path("c.yaml"), Path("d.tsv"), None)
+    assert (args.artefacts_dir, args.log_level) == (tmp_path, "DEBUG")
+    args = parse_args(["--dataset", "flag.tsv", "--artefacts-dir", "elsewhere"])
+    assert (args.dataset, args.artefacts_dir) == (Path("flag.tsv"), Path("elsewhere"))
+    monkeypatch.setenv("TRAINER_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError, match="TRAINER_LOG_FORMAT: Input should be 'text' or 'json'"):
+        parse_args([])
+
+
+def test_download_url_defaults_to_data_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.download
+
+    calls: list[str] = []
+    monkeypatch.setattr(trainer.download, "download", lambda dest, url, timeout: calls.append(url))
+    monkeypatch.delenv("DATA_BASE_URL", raising=False)
+    assert trainer.download.main([]) == 0
+    monkeypatch.setenv("DATA_BASE_URL", "http://mirror.example/week1")
+    assert trainer.download.main([]) == 0
+    assert trainer.download.main(["--base-url", "http://flag.example"]) == 0
+    assert calls == [
+        trainer.download.DEFAULT_BASE_URL,
+        "http://mirror.example/week1",
+        "http://flag.example",
+    ]

@@ -48,7 +48,7 @@ def api_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str
     port = free_port()
     env = {
         **os.environ,
-        "API_ARTEFACTS_DIR": str(artefacts),
+        "TAGGER_ARTEFACTS_DIR": str(artefacts),
         "API_PORT": str(port),
         "API_POLL_INTERVAL_S": "0.2",
         "API_LOG_LEVEL": "info",

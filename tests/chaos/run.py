@@ -228,7 +228,7 @@ class Api:
         self.log = self.logs / f"api-{self.starts}.log"
         env = {
             **os.environ,
-            "API_ARTEFACTS_DIR": str(self.store),
+            "TAGGER_ARTEFACTS_DIR": str(self.store),
             "API_HOST": "127.0.0.1",
             "API_PORT": str(self.port),
             "API_POLL_INTERVAL_S": "0.1",

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             cwd=REPO,
             env={
                 **os.environ,
-                "API_ARTEFACTS_DIR": str(work / "artefacts"),
+                "TAGGER_ARTEFACTS_DIR": str(work / "artefacts"),
                 "API_PORT": str(port),
                 "API_LOG_LEVEL": "warning",
             },
