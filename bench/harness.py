@@ -22,9 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from shared.settings import DEFAULT_ARTEFACTS_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "wrk_post.lua"
-DEFAULT_ARTEFACTS = REPO / "data" / "artefacts"
+DEFAULT_ARTEFACTS = REPO / DEFAULT_ARTEFACTS_DIR
 DEFAULT_OUT = REPO / "data" / "bench"
 WRK_PREFIX = "WRK_JSON "  # the line wrk_post.lua prints when a run is done
 
