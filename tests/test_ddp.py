@@ -22,8 +22,7 @@ from shared.artefacts import ArtefactError, ArtefactStore, verify
 from shared.backends import ONNX_FILES
 from shared.model import TaggerModel
 from shared.predictor import Predictor, pad_batch
-from tests.conftest import REPO, free_port
-from tests.test_trainer import run_cli, trainer_args
+from tests.conftest import REPO, free_port, run_cli, trainer_args
 from trainer.compute import Compute
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,7 @@ import yaml
 
 from api.healthcheck import check as healthcheck
 from shared.artefacts import ArtefactStore
-from tests.conftest import REPO, free_port
-from tests.test_trainer import run_cli
+from tests.conftest import REPO, free_port, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
-from tests.test_api import make_client
+from tests.conftest import REPO, make_client
 
 PROMETHEUS_DIR = REPO / "monitoring" / "prometheus"
 IMAGE = "tagger-prometheus:latest"

@@ -11,13 +11,7 @@ import torch
 
 from shared.artefacts import ArtefactError, ArtefactStore
 from shared.predictor import Predictor
-from tests.test_trainer import run_cli
-
-
-def folder_of(store: ArtefactStore) -> Path:
-    version = store.latest()
-    assert version is not None
-    return store.root / version
+from tests.conftest import folder_of, run_cli
 
 
 def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
