@@ -251,12 +251,14 @@ def client(published: ArtefactStore) -> Iterator[TestClient]:
         yield c
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+def wait_for(
+    condition: Callable[[], object], timeout: float = 10.0, what: str = "condition not met"
+) -> None:
+    """Poll ``condition`` until it holds; fail saying ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"{what} in {timeout} s")
         time.sleep(0.05)
 
 
