@@ -1,15 +1,25 @@
-"""Fixtures: a tiny random BERT (no pretrained weights), small data files, trained artefacts."""
+"""Fixtures: a tiny random BERT (no pretrained weights), small data files, trained artefacts,
+and the helpers several test files share (publishing versions, running CLIs, the API client)."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shared.store import ArtefactStore
+from shared.store import MANIFEST_FILE, ArtefactStore
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "data" / "sample"  # the embedded real data set, committed
@@ -137,8 +147,6 @@ def store_copy(published: ArtefactStore, tmp_path: Path) -> ArtefactStore:
 
 @pytest.fixture(autouse=True)
 def _no_trainer_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     for name in list(os.environ):
         if name.startswith(("TRAINER_", "API_")):
             monkeypatch.delenv(name)
@@ -148,3 +156,116 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# ---- versions -------------------------------------------------------------------------------
+def folder_of(store: ArtefactStore) -> Path:
+    """The folder of the version ``LATEST`` names (there must be one)."""
+    version = store.latest()
+    assert version is not None
+    return store.root / version
+
+
+def publish(
+    store: ArtefactStore,
+    payload: str = "weights",
+    keep_claim: bool = False,
+    files: dict[str, str] | None = None,
+) -> str:
+    """Publish a stand-in version (``model.safetensors`` holding ``payload``, plus ``files``
+    by relative path) without moving ``LATEST``; return its name."""
+    with store.staging(keep_claim=keep_claim) as (version, folder):
+        (folder / "model.safetensors").write_text(payload)
+        for rel, text in (files or {}).items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(text)
+    return version
+
+
+def clone_version(store: ArtefactStore, source: str, leave_out: tuple[str, ...] = ()) -> str:
+    """Publish a copy of ``source`` as a new version (without moving LATEST), leaving out the
+    files whose names end with one of ``leave_out``."""
+    with store.staging() as (version, folder):
+        for path in (store.root / source).iterdir():
+            if path.name != MANIFEST_FILE and not path.name.endswith(leave_out):
+                shutil.copy(path, folder / path.name)
+    return version
+
+
+def corrupt(store: ArtefactStore, version: str) -> bytes:
+    """Break a version's weights (same size, so only the checksum or the load tells); return
+    the original bytes so that it can be mended."""
+    weights = store.root / version / "model.safetensors"
+    weights.chmod(0o644)
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-4] + b"\0\0\0\0")
+    return original
+
+
+# ---- commands -------------------------------------------------------------------------------
+def run_command(
+    argv: list[str], cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to completion with ``env`` added to this environment, capturing text."""
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python *args`` from the repository root (``-m trainer ...`` and the like)."""
+    return run_command([sys.executable, *args], env=env)
+
+
+def trainer_args(config: Path, fixture_data: dict[str, Path], artefacts: Path) -> list[str]:
+    """``python -m trainer`` on ``config`` with the fixture data, publishing into ``artefacts``."""
+    return [
+        *("-m", "trainer", "--config", str(config)),
+        *("--dataset", str(fixture_data["train"]), "--valid", str(fixture_data["valid"])),
+        *("--artefacts-dir", str(artefacts)),
+    ]
+
+
+# ---- the API in-process ---------------------------------------------------------------------
+def make_client(root: Path, **settings: object) -> TestClient:
+    """An in-process client of the API serving the store at ``root`` (enter it to start)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+
+    values: dict[str, object] = {"artefacts_dir": root, "poll_interval_s": 0.05}
+    values.update(settings)
+    return TestClient(create_app(ApiSettings(**values)), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(published: ArtefactStore) -> Iterator[TestClient]:
+    """The API serving the published fixture version, with small text limits."""
+    with make_client(published.root, max_text_chars=200, max_texts=4) as c:
+        yield c
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 10.0, what: str = "condition not met"
+) -> None:
+    """Poll ``condition`` until it holds; fail saying ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} in {timeout} s")
+        time.sleep(0.05)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Check that ``response`` is the API's JSON error ``code`` with ``status``; its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert body["error"] == code and body["message"]
+    return body

@@ -3,53 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.settings import ApiSettings
-from shared.store import LATEST_FILE, MANIFEST_FILE, ArtefactStore
-
-
-def clone_version(store: ArtefactStore, source: str) -> str:
-    """Publish a copy of ``source`` as a new version (without moving LATEST)."""
-    with store.staging() as (version, folder):
-        for path in (store.root / source).iterdir():
-            if path.name != MANIFEST_FILE:
-                shutil.copy(path, folder / path.name)
-    return version
-
-
-def make_client(root: Path, **settings: object) -> TestClient:
-    values: dict[str, object] = {"artefacts_dir": root, "poll_interval_s": 0.05}
-    values.update(settings)
-    return TestClient(create_app(ApiSettings(**values)), raise_server_exceptions=False)
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def client(published: ArtefactStore) -> Iterator[TestClient]:
-    with make_client(published.root, max_text_chars=200, max_texts=4) as c:
-        yield c
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["error"] == code and body["message"]
-    return body
+from shared.store import LATEST_FILE, ArtefactStore
+from tests.conftest import assert_error, clone_version, make_client, wait_for
 
 
 def test_predict_one_and_many(client: TestClient, published: ArtefactStore) -> None:

@@ -23,14 +23,12 @@ from shared.store import (
     read_manifest,
     verify,
 )
+from tests.conftest import publish as publish_version
 
 
 def publish(store: ArtefactStore, payload: str = "weights") -> str:
-    with store.staging() as (version, folder):
-        (folder / "model.safetensors").write_text(payload)
-        (folder / "sub").mkdir()
-        (folder / "sub" / "x.json").write_text("{}")
-    return version
+    """conftest's stand-in version, with a file in a sub-folder for the manifest to cover."""
+    return publish_version(store, payload, files={"sub/x.json": "{}"})
 
 
 def test_publish_writes_manifest_and_moves_folder_into_place(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,23 +11,14 @@ import yaml
 
 from shared.data import read_dataset
 from shared.store import ArtefactStore
-from tests.conftest import REPO, SAMPLE_DATA
+from tests.conftest import REPO, SAMPLE_DATA, run_command
 from trainer.split import PUBLIC_DATASET, SAMPLE_DATASET, default_dataset
 
 TAGGER = Path(sys.executable).parent / "tagger"  # installed by `make setup` (pip install -e .)
 
 
 def tagger(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None):
-    import os
-
-    return subprocess.run(
-        [str(TAGGER), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+    return run_command([str(TAGGER), *args], cwd=cwd, env=env)
 
 
 def test_the_sample_is_real_data_in_the_trainers_format() -> None:

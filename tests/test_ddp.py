@@ -22,8 +22,7 @@ from shared.layout import ONNX_FILES
 from shared.model import TaggerModel
 from shared.predictor.torch_runner import load_torch_predictor, pad_batch
 from shared.store import ArtefactError, ArtefactStore, verify
-from tests.conftest import REPO, free_port
-from tests.test_trainer import run_cli, trainer_args
+from tests.conftest import REPO, free_port, run_cli, trainer_args
 from trainer.compute import Compute
 
 pytestmark = pytest.mark.integration

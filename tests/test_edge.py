@@ -14,13 +14,14 @@ from fastapi.testclient import TestClient
 from api.limits import NOT_BLANK, BodyLimit
 from api.model_manager import ModelManager
 from shared.store import LATEST_FILE, ArtefactStore
-from tests.test_api import assert_error, clone_version, make_client, wait_for
+from tests.conftest import assert_error, clone_version, corrupt, make_client, wait_for
 
 LIMIT = 4096
 
 
 @pytest.fixture
 def client(published: ArtefactStore) -> Iterator[TestClient]:
+    """conftest's client with a small body limit as well."""
     with make_client(published.root, max_body_bytes=LIMIT, max_text_chars=200, max_texts=4) as c:
         yield c
 
@@ -191,15 +192,6 @@ def test_openapi_states_what_is_accepted_and_every_answer(client: TestClient) ->
 
 
 # -- retries of versions that failed to load --------------------------------------------------
-
-
-def corrupt(store: ArtefactStore, version: str) -> bytes:
-    """Break a version's weights; return the original bytes so it can be mended."""
-    weights = store.root / version / "model.safetensors"
-    weights.chmod(0o644)
-    original = weights.read_bytes()
-    weights.write_bytes(original[:-4] + b"\0\0\0\0")
-    return original
 
 
 def mend(store: ArtefactStore, version: str, original: bytes) -> None:

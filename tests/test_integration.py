@@ -18,11 +18,14 @@ import pytest
 import yaml
 
 from api.healthcheck import check as healthcheck
-from shared.store import ArtefactStore
-from tests.conftest import REPO, free_port
-from tests.test_trainer import run_cli
+from shared.store import LATEST_FILE, ArtefactStore, new_version_name
+from tests.conftest import REPO, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def failed_versions(url: str) -> list[str]:
+    return [f["version"] for f in httpx.get(f"{url}/model").json()["failed_versions"]]
 
 
 def train_cli(config: Path, data: Path, artefacts: Path) -> str:
@@ -109,13 +112,22 @@ def test_retrain_is_served_without_restart_or_failed_requests(
             }
         )
     )
+    # LATEST names a version and none is loaded: not healthy, so a rollout waits for this
+    # replica. A version being loaded is a moment too short to catch; one that cannot be
+    # loaded (here: not there at all) stays in that state and looks the same from outside.
+    missing = new_version_name()
+    artefacts.mkdir(parents=True, exist_ok=True)
+    (artefacts / LATEST_FILE).write_text(missing + "\n")
+    wait_for(lambda: missing in failed_versions(url), 15, "the missing version not tried")
+    healthy, why = healthcheck(url)
+    assert not healthy, why
+    assert why.startswith(f"not ready: LATEST names {missing}, none loaded yet; failed: "), why
+    (artefacts / LATEST_FILE).unlink()  # back to nothing published
+    wait_for(lambda: httpx.get(f"{url}/model").json()["latest"] is None, 15, "LATEST not re-read")
+    assert healthcheck(url) == (True, "no version published yet: nothing to serve")
+
     first = train_cli(config, fixture_data["train"], artefacts)
-    deadline = time.monotonic() + 15
-    while httpx.get(f"{url}/ready").status_code != 200:
-        # published but not loaded yet: not healthy, so a rollout waits for this replica
-        assert healthcheck(url)[0] is False or httpx.get(f"{url}/ready").status_code == 200
-        assert time.monotonic() < deadline, "first model not picked up"
-        time.sleep(0.1)
+    wait_for(lambda: httpx.get(f"{url}/ready").status_code == 200, 15, "first model not served")
     assert healthcheck(url) == (True, f"ready: serving {first}")
 
     seen: list[tuple[int, str | None]] = []

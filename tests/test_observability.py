@@ -28,15 +28,9 @@ from shared.logs import (
     setup_logging,
 )
 from shared.store import LATEST_FILE, ArtefactStore
-from tests.test_api import clone_version, make_client, wait_for
+from tests.conftest import clone_version, corrupt, make_client, wait_for
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
-
-
-@pytest.fixture
-def client(published: ArtefactStore) -> Iterator[TestClient]:
-    with make_client(published.root, max_text_chars=200, max_texts=4) as c:
-        yield c
 
 
 def scrape(client: TestClient) -> list[Sample]:
@@ -56,14 +50,6 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 
 def total(samples: list[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
-
-
-def corrupt(store: ArtefactStore, version: str) -> None:
-    weights = store.root / version / "model.safetensors"
-    weights.chmod(0o644)
-    with weights.open("r+b") as handle:
-        handle.seek(-4, 2)
-        handle.write(b"\0\0\0\0")
 
 
 def test_metrics_after_a_known_sequence(store_copy: ArtefactStore) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,15 @@ from shared.predictor import backend_of, choose_backend, load_predictor
 from shared.predictor.onnx_runner import load_onnx_predictor
 from shared.predictor.torch_runner import load_torch_predictor
 from shared.store import MANIFEST_FILE, ArtefactError, ArtefactStore
-from tests.conftest import REPO, SAMPLE_DATA, tiny_config
-from tests.test_api import clone_version, make_client, wait_for
+from tests.conftest import (
+    REPO,
+    SAMPLE_DATA,
+    clone_version,
+    folder_of,
+    make_client,
+    tiny_config,
+    wait_for,
+)
 
 ODD_TEXTS = [
     "😀 emoji in a title 🐍 python",
@@ -32,12 +38,6 @@ ODD_TEXTS = [
     "lone surrogate \ud800 in sql",
     "\udfff",
 ]
-
-
-def folder_of(store: ArtefactStore) -> Path:
-    version = store.latest()
-    assert version is not None
-    return store.root / version
 
 
 def test_published_version_carries_verified_graphs(published: ArtefactStore) -> None:
@@ -155,11 +155,7 @@ def test_int8_left_out_when_it_loses_accuracy(
 
 def without_graphs(store: ArtefactStore, source: str) -> str:
     """A copy of ``source`` as published before ONNX export: no graphs in it or its manifest."""
-    with store.staging() as (version, folder):
-        for path in (store.root / source).iterdir():
-            if path.name != MANIFEST_FILE and not path.name.endswith(".onnx"):
-                shutil.copy(path, folder / path.name)
-    return version
+    return clone_version(store, source, leave_out=(".onnx",))
 
 
 def test_backend_choice(store_copy: ArtefactStore) -> None:

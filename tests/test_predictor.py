@@ -12,13 +12,7 @@ import torch
 from shared.predictor import TagScore
 from shared.predictor.torch_runner import load_torch_predictor, torch_predictor
 from shared.store import ArtefactError, ArtefactStore
-from tests.test_trainer import run_cli
-
-
-def folder_of(store: ArtefactStore) -> Path:
-    version = store.latest()
-    assert version is not None
-    return store.root / version
+from tests.conftest import folder_of, run_cli
 
 
 def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:

@@ -8,6 +8,8 @@ import asyncio
 import json
 import shutil
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +31,8 @@ from shared.store import (
     new_version_name,
     verify,
 )
+from tests.conftest import publish, tiny_config
 from trainer.promotion import settle_promotion
-
-
-def publish(store: ArtefactStore, payload: str = "weights", keep_claim: bool = False) -> str:
-    with store.staging(keep_claim=keep_claim) as (version, folder):
-        (folder / "model.safetensors").write_text(payload)
-    return version
 
 
 def lock_is_held(path: Path) -> bool:
@@ -352,12 +349,23 @@ def test_prune_prefers_promoted_and_spares_a_version_being_decided(tmp_path: Pat
     assert not (tmp_path / PROMOTIONS_DIR / f"{old_promoted}.json").exists()
 
 
+def run_together(*jobs: Callable[[], None], timeout: float = 120) -> None:
+    """Run each job in its own thread; re-raise the first job's exception, in job order
+    (an exception left in a plain thread would only be a warning, and the test would pass)."""
+    pool = ThreadPoolExecutor(max_workers=len(jobs))
+    try:
+        futures = [pool.submit(job) for job in jobs]
+        for future in futures:
+            future.result(timeout=timeout)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def test_prune_racing_use_never_leaves_latest_naming_a_deleted_version(tmp_path: Path) -> None:
     seed = ArtefactStore(tmp_path)
     versions = [publish(seed, str(i)) for i in range(6)]
     for version in versions:
         seed.set_latest(version)
-    errors: list[BaseException] = []
     start = threading.Barrier(2)
 
     def use_loop() -> None:
@@ -368,8 +376,8 @@ def test_prune_racing_use_never_leaves_latest_naming_a_deleted_version(tmp_path:
                 store.set_latest(versions[i % len(versions)])
             except ArtefactError as exc:  # pruned before we got to it: refused cleanly
                 if "no such version folder" not in str(exc):
-                    errors.append(exc)
-            verify(tmp_path / str(store.latest()))
+                    raise
+            verify(tmp_path / str(store.latest()))  # what LATEST names is never pruned
 
     def prune_loop() -> None:
         store = ArtefactStore(tmp_path)
@@ -377,14 +385,7 @@ def test_prune_racing_use_never_leaves_latest_naming_a_deleted_version(tmp_path:
         for _ in range(40):
             store.prune(keep=1)
 
-    threads = [threading.Thread(target=use_loop), threading.Thread(target=prune_loop)]
-    try:
-        for thread in threads:
-            thread.start()
-    finally:
-        for thread in threads:
-            thread.join(timeout=120)
-    assert not errors, errors
+    run_together(use_loop, prune_loop)
     store = ArtefactStore(tmp_path)
     latest = store.latest()
     assert latest is not None
@@ -400,7 +401,6 @@ def test_trainer_checks_the_store_before_training(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import trainer.train as train_module
-    from tests.conftest import tiny_config
 
     (tmp_path / LATEST_FILE).write_bytes(b"\xffnot utf-8")
 
@@ -415,28 +415,29 @@ def test_trainer_checks_the_store_before_training(
 
 
 def test_trainer_publishes_and_says_why_when_latest_breaks_during_training(
-    tmp_path: Path,
+    store_copy: ArtefactStore,
     tiny_model_dir: Path,
     fixture_data: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import trainer.train as train_module
-    from tests.conftest import tiny_config
 
-    config = tiny_config(tiny_model_dir, epochs=1)
-    first = train_module.train(config, fixture_data["train"], None, tmp_path)
+    root = store_copy.root
+    first = store_copy.latest()  # the fixture version, promoted by its own run
+    assert first is not None
     real_fit = train_module.fit
 
     def fit_then_break_latest(*args: Any, **kwargs: Any) -> Any:
         fitted = real_fit(*args, **kwargs)
-        (tmp_path / LATEST_FILE).write_text("garbage\n")  # someone breaks it meanwhile
+        (root / LATEST_FILE).write_text("garbage\n")  # someone breaks it meanwhile
         return fitted
 
     monkeypatch.setattr(train_module, "fit", fit_then_break_latest)
-    result = train_module.train(config, fixture_data["train"], None, tmp_path)
+    config = tiny_config(tiny_model_dir, epochs=1)
+    result = train_module.train(config, fixture_data["train"], None, root)
     assert not result.promoted and "LATEST cannot be read" in result.reason
     verify(result.path)  # the finished model is published, not thrown away
-    store = ArtefactStore(tmp_path)
+    store = ArtefactStore(root)
     assert store.promotion(result.version).status == REJECTED
-    assert store.promotion(first.version).status == PROMOTED
-    assert not list(tmp_path.glob(f"{STAGING_PREFIX}*"))
+    assert store.promotion(first).status == PROMOTED
+    assert not list(root.glob(f"{STAGING_PREFIX}*"))

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from shared.store import ArtefactStore, verify
-from tests.conftest import REPO, tiny_config, write_wide_tsv
+from shared.store import PROMOTED, ArtefactStore, verify
+from tests.conftest import clone_version, run_cli, tiny_config, trainer_args, write_wide_tsv
 from trainer.train import train
 
 
@@ -59,15 +56,16 @@ def test_same_seed_same_data_same_metrics(
 
 
 def test_second_run_moves_latest_and_prunes(
-    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+    store_copy: ArtefactStore, tiny_model_dir: Path, fixture_data: dict[str, Path]
 ) -> None:
-    config = tiny_config(tiny_model_dir, epochs=1, keep_versions=1)
-    first = train(config, fixture_data["train"], None, tmp_path)
-    second = train(config, fixture_data["train"], None, tmp_path)
-    store = ArtefactStore(tmp_path)
+    first = store_copy.latest()  # the fixture version stands for the first run
+    # A tolerance that lets it through: the gate is not what this test is about.
+    config = tiny_config(tiny_model_dir, epochs=1, keep_versions=1, promotion_tolerance=1.0)
+    second = train(config, fixture_data["train"], None, store_copy.root)
+    store = ArtefactStore(store_copy.root)
     assert store.latest() == second.version
     assert [v.name for v in store.versions()] == [second.version]
-    assert not first.path.exists()
+    assert not (store_copy.root / str(first)).exists()
 
 
 def test_first_tag_only_and_min_samples(
@@ -81,26 +79,6 @@ def test_first_tag_only_and_min_samples(
     result = train(config, data, fixture_data["valid"], tmp_path / "art")
     labels = json.loads((result.path / "config.json").read_text())["id2label"].values()
     assert "rare-tag" not in labels
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def trainer_args(config: Path, fixture_data: dict[str, Path], artefacts: Path) -> list[str]:
-    """``python -m trainer`` on ``config`` with the fixture data, publishing into ``artefacts``."""
-    return [
-        *("-m", "trainer", "--config", str(config)),
-        *("--dataset", str(fixture_data["train"]), "--valid", str(fixture_data["valid"])),
-        *("--artefacts-dir", str(artefacts)),
-    ]
 
 
 def test_cli_trains_and_publishes(
@@ -166,75 +144,71 @@ def test_help_documents_every_config_key() -> None:
         assert key in result.stdout
 
 
-def test_versions_cli_lists_and_rolls_back(
-    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
-) -> None:
-    config = tiny_config(tiny_model_dir, epochs=1)
-    first = train(config, fixture_data["train"], None, tmp_path)
-    second = train(config, fixture_data["train"], None, tmp_path)
-    listing = run_cli("-m", "trainer.versions", "--artefacts-dir", str(tmp_path), "list")
+def test_versions_cli_lists_and_rolls_back(store_copy: ArtefactStore) -> None:
+    root = str(store_copy.root)
+    first = store_copy.latest()
+    assert first is not None
+    second = clone_version(store_copy, first)  # a newer version, promoted over the first
+    assert store_copy.promote(second, first, "better than the first")
+    listing = run_cli("-m", "trainer.versions", "--artefacts-dir", root, "list")
     assert listing.returncode == 0
-    assert f"* {second.version}" in listing.stdout and f"  {first.version}" in listing.stdout
-    rollback = run_cli(
-        "-m", "trainer.versions", "--artefacts-dir", str(tmp_path), "use", first.version
-    )
+    assert f"* {second}" in listing.stdout and f"  {first}" in listing.stdout
+    rollback = run_cli("-m", "trainer.versions", "--artefacts-dir", root, "use", first)
     assert rollback.returncode == 0
-    assert ArtefactStore(tmp_path).latest() == first.version
-    bad = run_cli("-m", "trainer.versions", "--artefacts-dir", str(tmp_path), "use", "nope")
+    assert ArtefactStore(root).latest() == first
+    bad = run_cli("-m", "trainer.versions", "--artefacts-dir", root, "use", "nope")
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
 
 
 def test_promotion_gate_keeps_latest_on_a_worse_model(
-    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+    store_copy: ArtefactStore, tiny_model_dir: Path, fixture_data: dict[str, Path]
 ) -> None:
-    good = train(
-        tiny_config(tiny_model_dir), fixture_data["train"], fixture_data["valid"], tmp_path
-    )
-    assert good.promoted  # the first model is always promoted
-    store = ArtefactStore(tmp_path)
+    # The fixture version: trained with tiny_config() on the fixture data, the first model
+    # of its directory, so always promoted.
+    store, root = store_copy, store_copy.root
+    good = store.latest()
+    assert good is not None and store.promotion(good).status == PROMOTED
     # A model that barely trained scores worse on the same validation rows.
     bad_config = tiny_config(tiny_model_dir, epochs=1, lr_encoder=1e-9, lr_head=1e-9)
-    bad = train(bad_config, fixture_data["train"], fixture_data["valid"], tmp_path)
+    bad = train(bad_config, fixture_data["train"], fixture_data["valid"], root)
     assert not bad.promoted
-    assert store.latest() == good.version
+    assert store.latest() == good
     assert bad.path.is_dir()  # published as a folder all the same
     promotion = json.loads((bad.path / "metrics.json").read_text())["promotion"]
-    assert promotion["previous"] == good.version and not promotion["promoted"]
+    assert promotion["previous"] == good and not promotion["promoted"]
     assert promotion["previous_metrics"]["micro_f1"] > promotion["new_micro_f1"]
 
     # A tolerance wide enough lets it through; so does force.
     tolerant = tiny_config(
         tiny_model_dir, epochs=1, lr_encoder=1e-9, lr_head=1e-9, promotion_tolerance=1.0
     )
-    assert train(tolerant, fixture_data["train"], fixture_data["valid"], tmp_path).promoted
-    store.set_latest(good.version)
+    assert train(tolerant, fixture_data["train"], fixture_data["valid"], root).promoted
+    store.set_latest(good)
     forced = tiny_config(
         tiny_model_dir, epochs=1, lr_encoder=1e-9, lr_head=1e-9, force_promote=True
     )
-    result = train(forced, fixture_data["train"], fixture_data["valid"], tmp_path)
+    result = train(forced, fixture_data["train"], fixture_data["valid"], root)
     assert result.promoted and store.latest() == result.version
 
 
 def test_cli_exit_code_tells_whether_latest_moved(
-    tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
+    store_copy: ArtefactStore, tiny_model_dir: Path, fixture_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    good = train(
-        tiny_config(tiny_model_dir), fixture_data["train"], fixture_data["valid"], tmp_path
-    )
+    good = store_copy.latest()  # the fixture version, trained with tiny_config()
     config = tmp_path / "bad.yaml"
     config.write_text(
         yaml.safe_dump(
             {"base_model": str(tiny_model_dir), "epochs": 1, "lr_encoder": 1e-9, "lr_head": 1e-9}
         )
     )
-    args = trainer_args(config, fixture_data, tmp_path)
+    args = trainer_args(config, fixture_data, store_copy.root)
     refused = run_cli(*args)
     assert refused.returncode == 3, refused.stderr
     assert "not promoted" in refused.stdout and "NOT promoted" in refused.stderr
-    assert ArtefactStore(tmp_path).latest() == good.version
+    assert ArtefactStore(store_copy.root).latest() == good
     forced = run_cli(*args, "--force")
     assert forced.returncode == 0, forced.stderr
-    assert ArtefactStore(tmp_path).latest() != good.version
+    assert ArtefactStore(store_copy.root).latest() != good
 
 
 def test_model_card_baseline_and_plots_come_from_the_run(published: ArtefactStore) -> None:
@@ -307,7 +281,7 @@ def test_loss_option_sets_the_score_function(
 def test_weight_average_follows_the_weights_and_swaps_back() -> None:
     import torch
 
-    from trainer.fit import WeightAverage
+    from trainer.recipe import WeightAverage
 
     layer = torch.nn.Linear(2, 2)
     start = layer.weight.detach().clone()
@@ -331,7 +305,7 @@ def test_weight_average_follows_the_weights_and_swaps_back() -> None:
 def test_use_bf16_follows_the_setting() -> None:
     import torch
 
-    from trainer.fit import use_bf16
+    from trainer.recipe import use_bf16
 
     assert use_bf16("bf16") is True
     assert use_bf16("fp32") is False
@@ -374,7 +348,7 @@ def test_head_starts_at_tag_name_embeddings_with_the_tag_priors(tiny_model_dir: 
 
     from shared.model import TaggerModel, TaggerSpec
     from shared.predictor.torch_runner import pad_batch, torch_predictor
-    from trainer.fit import init_head_from_tag_names
+    from trainer.recipe import init_head_from_tag_names
 
     labels = ["python", "java", "ruby-on-rails"]
     model = TaggerModel.from_base(tiny_model_dir, labels).train(False)  # dropout off
@@ -421,7 +395,7 @@ def test_device_setting_picks_the_gpu_only_where_there_is_one(
 def test_bf16_auto_on_a_gpu_follows_its_support(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from trainer.fit import use_bf16
+    from trainer.recipe import use_bf16
 
     cuda = torch.device("cuda", 0)
     for supported in (True, False):
