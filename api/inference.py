@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -263,6 +264,4 @@ def _fail(batch: list[_Job], exc: BaseException) -> None:
 def _cut(prediction: Prediction, top_k: int) -> Prediction:
     if len(prediction.tags) <= top_k:
         return prediction
-    return Prediction(
-        tags=prediction.tags[:top_k], predicted=prediction.predicted, tokens=prediction.tokens
-    )
+    return dataclasses.replace(prediction, tags=prediction.tags[:top_k])
