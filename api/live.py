@@ -112,7 +112,9 @@ class LiveMonitor:
             )
         except DatabaseError as exc:
             if self.error is None:
-                log.warning("live figures kept as they were: the inference log cannot be read: %s", exc)
+                log.warning(
+                    "live figures kept as they were: the inference log cannot be read: %s", exc
+                )
             self.error = str(exc)
             return
         if self.error is not None:
@@ -134,7 +136,9 @@ class LiveMonitor:
         )
         if reference.labels is None:
             figures = dataclasses.replace(figures, unknown_tag_share=None)
-        return VersionLive(figures, reference.profile, top_tags_for_labels(figures, reference.profile, TOP_TAGS))
+        return VersionLive(
+            figures, reference.profile, top_tags_for_labels(figures, reference.profile, TOP_TAGS)
+        )
 
     def _reference(self, version: str) -> _Reference:
         """Labels and profile of a version that is not served, from its folder (cached)."""

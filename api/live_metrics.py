@@ -33,7 +33,9 @@ class LiveCollector(Collector):
         if self.live is None:
             return
         rows = GaugeMetricFamily(
-            "tagger_live_rows", "logged predictions in the version's live window", labels=["version"]
+            "tagger_live_rows",
+            "logged predictions in the live window",
+            labels=["version"],
         )
         feedback = GaugeMetricFamily(
             "tagger_live_feedback_rows",
