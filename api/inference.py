@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from api.model_manager import LoadedModel, ModelManager
 from api.observe import BatchObserver
@@ -264,4 +263,4 @@ def _fail(batch: list[_Job], exc: BaseException) -> None:
 def _cut(prediction: Prediction, top_k: int) -> Prediction:
     if len(prediction.tags) <= top_k:
         return prediction
-    return dataclasses.replace(prediction, tags=prediction.tags[:top_k])
+    return replace(prediction, tags=prediction.tags[:top_k])
