@@ -331,7 +331,7 @@ def test_first_reports_racing_leave_one_row(engine: Engine) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=report, args=(f"t{i}",)) for i in range(6)]
+    threads = [threading.Thread(target=report, args=(f"t{i}",)) for i in range(20)]
     for t in threads:
         t.start()
     for t in threads:
