@@ -20,6 +20,7 @@ import yaml
 from transformers import PreTrainedTokenizerBase
 
 from shared.data import Dataset
+from shared.live import save_profile
 from shared.model import TaggerModel, TaggerSpec
 from shared.store import ArtefactStore, sha256_file
 from trainer.config import TrainConfig
@@ -50,12 +51,14 @@ def publish(
     inputs: RunInputs,
     recipe: str,
     valid_rows: Dataset,
+    profile: dict[str, Any] | None = None,
 ) -> str:
     """Write the model, its tokenizer, its ONNX graphs, ``run_metrics``, the model card, the
-    resolved config and the manifest into a new version; return its name. ``recipe`` is the
-    card's one-sentence description of how the model was trained; ``valid_rows`` are the rows
-    the ONNX graphs are verified on (:func:`trainer.export.export_onnx`; a graph that does not
-    reproduce the model raises ExportError and nothing is published)."""
+    resolved config, the reference ``profile`` (``profile.json``, :mod:`shared.live`) and the
+    manifest into a new version; return its name. ``recipe`` is the card's one-sentence
+    description of how the model was trained; ``valid_rows`` are the rows the ONNX graphs are
+    verified on (:func:`trainer.export.export_onnx`; a graph that does not reproduce the model
+    raises ExportError and nothing is published)."""
     config = inputs.config
     valid_metrics = run_metrics["valid"]
     baseline = run_metrics.get("baseline")
@@ -107,6 +110,8 @@ def publish(
             "valid_dataset": str(inputs.valid_path) if inputs.valid_path else None,
         }
         (folder / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+        if profile is not None:
+            save_profile(folder, profile)
     return version
 
 
