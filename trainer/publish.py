@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from transformers import PreTrainedTokenizerBase
 
 from shared.data import Dataset
-from shared.live import save_profile
+from shared.live import build_profile, save_profile
 from shared.model import TaggerModel, TaggerSpec
+from shared.predictor import Predictor
 from shared.store import ArtefactStore, sha256_file
 from trainer.config import TrainConfig
 from trainer.export import export_onnx
@@ -113,6 +115,21 @@ def publish(
         if profile is not None:
             save_profile(folder, profile)
     return version
+
+
+def reference_profile(
+    predictor: Predictor,
+    rows: Dataset,
+    scores: np.ndarray,
+    threshold: float,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """The version's reference profile on its validation ``rows``, from the ``scores`` and
+    ``metrics`` validation computed at ``threshold`` (only the token counts are new: a
+    tokenizer pass, no model pass)."""
+    tokens, unknown = predictor.token_counts(rows.titles)
+    headline = {key: metrics[key] for key in HEADLINE_METRICS}
+    return build_profile(scores, predictor.labels, threshold, rows.tags, tokens, unknown, headline)
 
 
 def _write_json(path: Path, data: Any) -> None:

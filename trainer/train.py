@@ -17,19 +17,16 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from shared.data import Dataset
-from shared.live import build_profile
 from shared.model import TaggerModel, TaggerSpec
-from shared.predictor import Predictor
 from shared.predictor.torch_runner import torch_predictor
 from shared.store import ArtefactError, ArtefactStore
 from trainer.baseline import baseline_metrics
 from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig
-from trainer.fit import Validation, fit, validate
+from trainer.fit import fit, validate
 from trainer.metrics import HEADLINE_METRICS
 from trainer.promotion import decide_promotion, settle_promotion
-from trainer.publish import RunInputs, publish
+from trainer.publish import RunInputs, publish, reference_profile
 from trainer.recipe import resolve_base_model, seed_everything
 from trainer.report import describe_recipe
 from trainer.split import prepare_split
@@ -139,7 +136,9 @@ def _train(
         RunInputs(config, config_path, dataset_path, valid_path),
         recipe=describe_recipe(config, fitted.bf16, fitted.best_epoch),
         valid_rows=split.valid,
-        profile=reference_profile(predictor, split.valid, split.labels, final),
+        profile=reference_profile(
+            predictor, split.valid, final.scores, final.threshold, final.metrics
+        ),
     )
     promotion = settle_promotion(store, version, promotion, gate, force=config.force_promote)
     if promotion["promoted"]:
@@ -173,16 +172,4 @@ def _train(
         final.metrics,
         promoted=promotion["promoted"],
         reason=promotion["reason"],
-    )
-
-
-def reference_profile(
-    predictor: Predictor, rows: Dataset, labels: list[str], final: Validation
-) -> dict[str, Any]:
-    """The version's reference profile on its validation rows, from the scores validation
-    already computed (only the token counts are new: a tokenizer pass, no model pass)."""
-    tokens, unknown = predictor.token_counts(rows.titles)
-    headline = {key: final.metrics[key] for key in HEADLINE_METRICS}
-    return build_profile(
-        final.scores, labels, final.threshold, rows.tags, tokens, unknown, headline
     )
