@@ -15,11 +15,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.inference_log import PredictionLog, PredictionRow, connect, title_hash
-from shared.live import SCORE_EDGES, TOKEN_EDGES, histogram, psi, save_profile
+from shared.live import PROFILE_FILE, SCORE_EDGES, TOKEN_EDGES, histogram, psi, save_profile
 from shared.store import MANIFEST_FILE, ArtefactStore
-from tests.conftest import assert_error, free_port, make_client, wait_for
+from tests.conftest import assert_error, clone_version, free_port, make_client, wait_for
 
 TITLES = ["How to use pandas with numpy?", "spring maven  error"]
+PRUNED = "20200101T000000000Z-0a0b0c"
 
 
 def db_url(path: Path) -> str:
@@ -202,7 +203,7 @@ def with_profile(store: ArtefactStore, source: str, profile: dict[str, Any]) -> 
     """Publish a copy of ``source`` with ``profile`` as its profile.json and serve it."""
     with store.staging() as (version, folder):
         for path in (store.root / source).iterdir():
-            if path.name not in (MANIFEST_FILE, "profile.json"):
+            if path.name not in (MANIFEST_FILE, PROFILE_FILE):
                 shutil.copy(path, folder / path.name)
         save_profile(folder, profile)
     store.set_latest(version)
@@ -253,13 +254,15 @@ def write_rows(db: Path, version: str, prefix: str = "") -> None:
 
 
 def test_live_figures_in_model_and_metrics(store_copy: ArtefactStore, tmp_path: Path) -> None:
-    served = store_copy.latest()
-    assert served is not None
+    base = store_copy.latest()
+    assert base is not None
     labels = ["java", "javascript", "python", "sql"]
-    profiled = with_profile(store_copy, served, reference_profile(labels))
+    former = clone_version(store_copy, base, leave_out=(PROFILE_FILE,))
+    profiled = with_profile(store_copy, base, reference_profile(labels))
     db = tmp_path / "log.db"
+    write_rows(db, PRUNED, prefix="gone-")  # a version no longer in the store
+    write_rows(db, former, prefix="old-")  # a version published without a profile
     write_rows(db, profiled)
-    write_rows(db, served, prefix="old-")  # the former version: in "others", no reference
     with make_client(store_copy.root, database_url=db_url(db), live_refresh_s=0.1) as c:
         wait_for(lambda: c.get("/model").json()["version"] == profiled)
         for rid, *_, fb in LOGGED:
@@ -296,10 +299,12 @@ def test_live_figures_in_model_and_metrics(store_copy: ArtefactStore, tmp_path: 
             "sql": (0.5, 0.25),
             "javascript": (0.0, 0.0),
         }
-        (other,) = section["others"]
-        assert other["version"] == served and other["rows"] == 4
-        assert other["drift"] == "no reference" and other["reference_quality"] is None
-        assert other["feedback_rows"] == 0
+        old, gone = section["others"]  # the most recently logged first
+        assert old["version"] == former and old["rows"] == 4 and old["feedback_rows"] == 0
+        assert old["drift"] == "no reference" and old["reference_quality"] is None
+        assert old["unknown_feedback_tag_share"] is None  # no feedback
+        assert gone["version"] == PRUNED and gone["rows"] == 4 and gone["drift"] == "no reference"
+        assert {t["tag"] for t in gone["tags"]} == set()  # its labels are gone with it
 
         values = scrape(c)
 
@@ -318,15 +323,18 @@ def test_live_figures_in_model_and_metrics(store_copy: ArtefactStore, tmp_path: 
         assert one("tagger_live_unknown_feedback_tag_share", version=profiled) == pytest.approx(
             1 / 3
         )
-        assert one("tagger_live_rows", version=served) == 4
-        assert ("tagger_live_psi", (("feature", "top_score"), ("version", served))) not in values
+        assert one("tagger_live_rows", version=former) == 4
+        assert ("tagger_live_psi", (("feature", "top_score"), ("version", former))) not in values
 
 
 def test_served_version_without_profile_says_no_reference(
-    published: ArtefactStore, tmp_path: Path
+    store_copy: ArtefactStore, tmp_path: Path
 ) -> None:
+    base = store_copy.latest()
+    assert base is not None
+    store_copy.set_latest(clone_version(store_copy, base, leave_out=(PROFILE_FILE,)))
     db = tmp_path / "log.db"
-    with make_client(published.root, database_url=db_url(db), live_refresh_s=0.05) as c:
+    with make_client(store_copy.root, database_url=db_url(db), live_refresh_s=0.05) as c:
         predict(c, "req-1")
         flush(c)
         wait_for(lambda: (c.get("/model").json()["live"]["served"] or {}).get("rows") == 2)
