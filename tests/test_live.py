@@ -190,6 +190,27 @@ def test_live_figures_of_hand_made_rows() -> None:
     assert figures.newest == T0 + timedelta(minutes=5)
 
 
+def test_live_figures_read_the_inference_logs_rows() -> None:
+    """shared.inference_log's WindowRow is a RowLike: the same rows give the same figures."""
+    from shared.inference_log import WindowRow
+
+    rows = hand_made_rows()
+    logged = [
+        WindowRow(
+            created_at=r.created_at,
+            version="v1",
+            tokens=r.tokens,
+            unknown_tokens=r.unknown_tokens,
+            top_tags=r.top_tags,
+            predicted=r.predicted,
+            feedback=r.feedback,
+        )
+        for r in rows
+    ]
+    profile = profile_of_four_rows()
+    assert live_figures("v1", logged, LABELS, profile) == live_figures("v1", rows, LABELS, profile)
+
+
 def test_live_figures_without_profile_or_rows() -> None:
     figures = live_figures("v0", hand_made_rows(), LABELS, None)
     assert figures.reference is False
