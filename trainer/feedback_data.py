@@ -59,7 +59,9 @@ def served_until(store: ArtefactStore) -> tuple[str | None, dt.datetime | None]:
     return version, dt.datetime.fromisoformat(str(recorded["until"]))
 
 
-def load_feedback(source: FeedbackSource, store: ArtefactStore, config: TrainConfig) -> FeedbackRows:
+def load_feedback(
+    source: FeedbackSource, store: ArtefactStore, config: TrainConfig
+) -> FeedbackRows:
     """Read, deduplicate and split the labelled rows newer than the served model's data;
     DatasetError (one line) when fewer than :data:`MIN_FEEDBACK_ROWS` are left."""
     served, since = served_until(store)

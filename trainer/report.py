@@ -77,7 +77,9 @@ def write_model_card(folder: Path, version: str, doc: dict[str, Any], info: dict
     elif info["valid_name"]:
         split = f"validation file `{info['valid_name']}`"
     else:
-        split = f"{info['valid_fraction']:.0%} of the training file, held out with seed {info['seed']}"
+        split = (
+            f"{info['valid_fraction']:.0%} of the training file, held out with seed {info['seed']}"
+        )
     promotion = doc.get("promotion", {})
     text = f"""# Stack Overflow tagger {version}
 
