@@ -67,7 +67,7 @@ def figure_png(windows: list[VersionWindow], over_time: Timeline) -> bytes:
         over.legend(fontsize=7, loc="lower left")
     else:
         over.text(0.5, 0.5, "no feedback in the window", ha="center", transform=over.transAxes)
-    fig.autofmt_xdate()
+    over.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
