@@ -21,9 +21,6 @@ from shared.inference_log.schema import predictions
 
 log = logging.getLogger(__name__)
 
-# Longest wait between two tries while the database is unavailable.
-MAX_BACKOFF_S = 5.0
-
 
 class LogObserver(Protocol):
     """Told what became of the rows (the API's metrics implement it)."""
@@ -36,8 +33,10 @@ class LogObserver(Protocol):
 class PredictionLog:
     """Bounded queue + one daemon writer thread; batched executemany inserts.
 
-    ``start()`` brings the schema up to date on the writer thread (retried with backoff), so a
-    database that is down at start-up delays logging, not the service."""
+    ``start()`` brings the schema up to date on the writer thread, so a database that is down
+    at start-up delays logging, not the service. While the database fails, each try (schema,
+    then the next batch) waits twice as long as the one before, from ``flush_s`` up to
+    ``max_backoff_s``."""
 
     def __init__(
         self,
@@ -46,6 +45,7 @@ class PredictionLog:
         flush_s: float = 0.5,
         max_batch: int = 1000,
         observer: LogObserver | None = None,
+        max_backoff_s: float = 5.0,
     ) -> None:
         if max_queue < 1 or max_batch < 1 or flush_s <= 0:
             raise ValueError("max_queue and max_batch must be at least 1, flush_s above 0")
@@ -54,6 +54,7 @@ class PredictionLog:
         self._flush_s = flush_s
         self._max_batch = max_batch
         self._observer = observer
+        self._max_backoff_s = max(max_backoff_s, flush_s)
         self._pending: deque[PredictionRow] = deque()
         self._in_flight = 0
         self._flushing = 0
@@ -86,7 +87,7 @@ class PredictionLog:
             if len(rows) > len(taken):
                 self._dropped(len(rows) - len(taken), "queue_full")
         except Exception:  # logging must never fail a prediction
-            log.exception("inference log: could not queue %d rows", len(rows))
+            log.exception("inference log: could not queue the rows of a request")
 
     def queued(self) -> int:
         """Rows waiting to be written."""
@@ -140,7 +141,7 @@ class PredictionLog:
                 backoff = self._flush_s
             elif not self._closing:
                 self._sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff = min(backoff * 2, self._max_backoff_s)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
