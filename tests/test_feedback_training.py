@@ -1,6 +1,7 @@
-"""``tagger train --with-feedback``: which feedback rows train and which validate (the newest
-slice, deduplicated by title), the provenance a version records, a second run reading only
-newer rows, and the refusal with too few rows; real SQLite files, the tiny model."""
+"""``tagger train --with-feedback``: which feedback rows train and which validate (held-out base
+rows, then the newest feedback slice, deduplicated by title), the provenance a version records,
+a second run reading only newer rows, and the refusal with too few rows; real SQLite files, the
+tiny model."""
 
 from __future__ import annotations
 
@@ -93,14 +94,19 @@ def test_feedback_split_is_deduplicated_and_validates_on_the_newest_slice(
     feedback = load_feedback(FeedbackSource(url), ArtefactStore(tmp_path / "art"), config)
     split = prepare_split(config, fixture_data["train"], None, feedback)
 
-    # 21 titles in time order; the newest round(21 * 0.2) = 4 validate.
-    assert split.valid.titles == [
+    # 21 titles in time order; the newest round(21 * 0.2) = 4 validate, after the base rows
+    # held out (valid_fraction of the base rows feedback did not relabel).
+    base = read_dataset(fixture_data["train"])
+    held_out = round((len(base) - 1) * 0.2)
+    assert split.fresh_rows == 4 and len(split.valid) == held_out + 4
+    assert not set(split.valid.titles[:held_out]) & set(split.train.titles)
+    assert split.valid.titles[-4:] == [
         "Zorblax widget 18 will not render",
         "Zorblax widget 19 will not render",
         base_title,
         "Zorblax widget 5 will not render",
     ]
-    assert split.valid.tags == [["zorblax"], ["zorblax"], ["zorblax"], ["zorblax", "python"]]
+    assert split.valid.tags[-4:] == [["zorblax"], ["zorblax"], ["zorblax"], ["zorblax", "python"]]
     # Training: 50 base rows (the cap applies to them only, the relabelled one left out) and
     # the 17 older feedback rows.
     feedback_titles = [t for t in split.train.titles if t.startswith("Zorblax")]
@@ -114,6 +120,7 @@ def test_feedback_split_is_deduplicated_and_validates_on_the_newest_slice(
         "from": split.feedback["from"],
         "until": split.feedback["until"],
         "left_out_hash_only": 1,
+        "base_valid_rows": held_out,
     }
     assert datetime.fromisoformat(split.feedback["from"]) == T0
     assert datetime.fromisoformat(split.feedback["until"]) == T0 + timedelta(minutes=25)
@@ -135,8 +142,10 @@ def test_train_with_feedback_learns_the_tag_and_a_second_run_reads_only_newer_ro
     assert datetime.fromisoformat(recorded["from"]) == T0
     assert datetime.fromisoformat(recorded["until"]) == T0 + timedelta(minutes=29)
     metrics = json.loads((first.path / "metrics.json").read_text())
-    assert metrics["n_valid"] == 3 and metrics["feedback"] == recorded
-    assert "3 newest feedback rows" in metrics["promotion"]["reason"]
+    assert metrics["n_valid"] == 3 + recorded["base_valid_rows"] and metrics["feedback"] == recorded
+    assert metrics["valid_fresh_slice"]["n"] == 3
+    assert "the newest 3 feedback rows" in metrics["promotion"]["reason"]
+    assert metrics["promotion"]["reason"].count("micro-F1") == 1
 
     later = T0 + timedelta(hours=2)
     add_feedback(url, zorblax_rows(12, first=100), later)

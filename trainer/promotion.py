@@ -30,13 +30,16 @@ def decide_promotion(
     valid_rows: Dataset,
     new_metrics: dict[str, Any],
     rows_name: str = "validation rows",
+    fresh: tuple[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Only if the new model is not worse than the one ``LATEST`` names now, both scored on
     this run's validation rows (tags a model does not know count as its misses; ``rows_name``
     says in the reason which rows they are). The first model, and ``force_promote``, always
     move it; an unreadable ``LATEST`` never does (the run still publishes). Returns the
     decision as recorded in ``metrics.json``: ``promoted``, ``reason``, ``previous`` (what
-    ``LATEST`` named) and the figures compared."""
+    ``LATEST`` named) and the figures compared. ``fresh``: (n, the new model's metrics on the
+    last n validation rows, the newest feedback slice): both models' figures on that slice
+    alone are recorded and given in the reason too."""
     try:
         previous = store.latest()
     except ArtefactError as exc:
@@ -61,9 +64,8 @@ def decide_promotion(
             "promoted": True,
             "reason": f"LATEST {previous} cannot be loaded ({exc})",
         }
-    old = tagging_metrics(
-        incumbent.scores(valid_rows.titles), incumbent.threshold, valid_rows.tags, incumbent.labels
-    )
+    scores = incumbent.scores(valid_rows.titles)
+    old = tagging_metrics(scores, incumbent.threshold, valid_rows.tags, incumbent.labels)
     new, floor = new_metrics["micro_f1"], old["micro_f1"] - config.promotion_tolerance
     decision.update(
         previous_metrics={k: old[k] for k in (*HEADLINE_METRICS, "n")}, new_micro_f1=new
@@ -73,6 +75,20 @@ def decide_promotion(
         f"micro-F1 {new:.4f} {verdict} {old['micro_f1']:.4f} of {previous} on the same "
         f"{old['n']} {rows_name} (tolerance {config.promotion_tolerance})"
     )
+    if fresh is not None:
+        n, new_fresh = fresh
+        old_fresh = tagging_metrics(
+            scores[-n:], incumbent.threshold, valid_rows.tags[-n:], incumbent.labels
+        )
+        decision["fresh_slice"] = {
+            "rows": n,
+            "new": {k: new_fresh[k] for k in HEADLINE_METRICS},
+            "previous": {k: old_fresh[k] for k in HEADLINE_METRICS},
+        }
+        reason += (
+            f"; on the newest {n} feedback rows alone {new_fresh['micro_f1']:.4f} against "
+            f"{old_fresh['micro_f1']:.4f}"
+        )
     return {**decision, "promoted": new >= floor, "reason": reason}
 
 

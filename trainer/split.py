@@ -1,8 +1,8 @@
 """The rows a run learns from and is judged on: which file, the held-out split, the tag list.
 
 The trainer and the baseline both call :func:`prepare_split`, so both see exactly the same rows.
-With feedback (:mod:`trainer.feedback_data`) the base file is not split: it trains, with the
-older feedback rows, and the newest feedback rows validate.
+With feedback (:mod:`trainer.feedback_data`) the older feedback rows train with the base rows, and
+the newest feedback rows validate after the base rows held out (:func:`merge_base`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from shared.data import Dataset, DatasetError, read_dataset
+from shared.text import normalize_text
 from trainer.config import TrainConfig
-from trainer.feedback_data import FeedbackRows, merge_base
+from trainer.feedback_data import FEEDBACK_PATH, FeedbackRows
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Split:
     labels: list[str]
     skipped_rows: dict[str, int]
     feedback: dict[str, Any] | None = None  # the feedback provenance, when feedback was used
+    fresh_rows: int = 0  # the last rows of ``valid``: the newest feedback slice
 
 
 def build_labels(tags: list[list[str]], min_count: int) -> list[str]:
@@ -85,6 +87,35 @@ def hold_out(
     return train, valid
 
 
+def merge_base(
+    base: Dataset,
+    given_valid: Dataset | None,
+    feedback: FeedbackRows,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> tuple[Dataset, Dataset]:
+    """Training rows: the base rows whose titles feedback did not relabel, less a held-out
+    share (``given_valid`` instead, when a validation file is given; both capped as without
+    feedback), and every older feedback row. Validation: the held-out base rows, then the
+    newest feedback slice, last (its length is ``len(feedback.valid)``)."""
+    relabelled = {normalize_text(t) for t in feedback.train.titles + feedback.valid.titles}
+    keep = [i for i, title in enumerate(base.titles) if normalize_text(title) not in relabelled]
+    if len(keep) < len(base):
+        log.info("feedback relabels %d question(s) of %s", len(base) - len(keep), base.path)
+    base_train, base_valid = hold_out(base.subset(keep), given_valid, config, rng)
+    train = Dataset(
+        path=base.path,
+        titles=base_train.titles + feedback.train.titles,
+        tags=base_train.tags + feedback.train.tags,
+    )
+    valid = Dataset(
+        path=FEEDBACK_PATH,
+        titles=base_valid.titles + feedback.valid.titles,
+        tags=base_valid.tags + feedback.valid.tags,
+    )
+    return train, valid
+
+
 def prepare_split(
     config: TrainConfig,
     dataset_path: Path,
@@ -96,12 +127,10 @@ def prepare_split(
     tag."""
     rng = np.random.default_rng(config.seed)
     full = read_dataset(dataset_path, first_tag_only=config.first_tag_only)
+    given_valid = read_dataset(valid_path, config.first_tag_only) if valid_path else None
     if feedback is not None:
-        if valid_path:
-            log.info("%s is not used: the newest feedback rows validate", valid_path)
-        train_set, valid_set = merge_base(full, feedback, config, rng)
+        train_set, valid_set = merge_base(full, given_valid, feedback, config, rng)
     else:
-        given_valid = read_dataset(valid_path, config.first_tag_only) if valid_path else None
         train_set, valid_set = hold_out(full, given_valid, config, rng)
     labels = build_labels(train_set.tags, config.min_samples_per_label)
     if not labels:
@@ -118,5 +147,8 @@ def prepare_split(
         valid_set,
         labels,
         dict(full.skipped),
-        feedback.provenance if feedback else None,
+        {**feedback.provenance, "base_valid_rows": len(valid_set) - len(feedback.valid)}
+        if feedback
+        else None,
+        len(feedback.valid) if feedback else 0,
     )

@@ -25,7 +25,7 @@ from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig
 from trainer.feedback_data import FeedbackSource, load_feedback
 from trainer.fit import fit, validate
-from trainer.metrics import HEADLINE_METRICS
+from trainer.metrics import HEADLINE_METRICS, tagging_metrics
 from trainer.promotion import decide_promotion, settle_promotion
 from trainer.publish import RunInputs, publish, reference_profile
 from trainer.recipe import resolve_base_model, seed_everything
@@ -84,8 +84,6 @@ def _train(
         source = feedback  # rank 0 reads the log once and hands every process the same rows
         feedback_rows = compute.on_main(lambda: load_feedback(source, store, config))
     split = prepare_split(config, dataset_path, valid_path, feedback_rows)
-    if split.feedback is not None:
-        valid_path = None  # the newest feedback rows validate, not the file
     # The store is checked before any training, never after: a run that cannot publish fails
     # now with one line, not after its last epoch (and bad input leaves the store untouched).
     # Rank 0 alone touches the store; its error stops every process.
@@ -134,14 +132,18 @@ def _train(
             *(run_metrics["baseline"][k] for k in HEADLINE_METRICS),
         )
 
-    rows_name = (
-        "newest feedback rows (the fresh slice, in time order)"
-        if split.feedback
-        else "validation rows"
-    )
+    rows_name, fresh = "validation rows", None
+    if split.fresh_rows:
+        n = split.fresh_rows
+        rows_name = f"validation rows (held-out base rows, then the newest {n} feedback rows)"
+        fresh_metrics = tagging_metrics(
+            final.scores[-n:], final.threshold, split.valid.tags[-n:], split.labels
+        )
+        fresh = (n, fresh_metrics)
+        run_metrics["valid_fresh_slice"] = {k: fresh_metrics[k] for k in (*HEADLINE_METRICS, "n")}
 
     def gate() -> dict[str, Any]:
-        return decide_promotion(store, config, split.valid, final.metrics, rows_name)
+        return decide_promotion(store, config, split.valid, final.metrics, rows_name, fresh)
 
     # The gate's verdict at publish time goes into metrics.json and the model card; the
     # store records the final decision (LATEST may move under this run while it publishes).
