@@ -52,6 +52,8 @@ def api_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str
     env = {
         **os.environ,
         "TAGGER_ARTEFACTS_DIR": str(artefacts),
+        # Its own inference log: a test never writes rows into the checkout's data/inference.db.
+        "API_DATABASE_URL": f"sqlite:///{tmp_path / 'inference.db'}",
         "API_PORT": str(port),
         "API_POLL_INTERVAL_S": "0.2",
         "API_LOG_LEVEL": "info",
