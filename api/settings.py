@@ -10,7 +10,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.predictor import Backend, Precision
-from shared.settings import ServiceSettings, store_field
+from shared.settings import (
+    ServiceSettings,
+    database_password_file_field,
+    database_url_field,
+    store_field,
+)
 
 
 class ApiSettings(ServiceSettings):
@@ -70,3 +75,45 @@ class ApiSettings(ServiceSettings):
     )
     metrics: bool = Field(True, description="GET /metrics (Prometheus) and its instrumentation")
     graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")
+    database_url: str = database_url_field()
+    database_password_file: Path | None = database_password_file_field()
+    prediction_log_sample: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of /predict requests logged, all texts of a sampled request "
+        "(0: nothing logged)",
+    )
+    prediction_log_titles: Literal["text", "hash"] = Field(
+        "text",
+        description="text: log each title; hash: only the sha256 of the normalised title "
+        "(for sites that may not keep text; such rows cannot be retrained on)",
+    )
+    prediction_log_queue: int = Field(
+        10000,
+        ge=1,
+        le=1_000_000,
+        description="most prediction rows waiting to be written; beyond it rows are dropped "
+        "and counted",
+    )
+    prediction_log_flush_s: float = Field(
+        0.5, gt=0, le=60, description="how often the waiting prediction rows are written"
+    )
+    live_window_rows: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="the live figures cover the newest this many logged rows of a version",
+    )
+    live_window_s: float = Field(
+        3600,
+        ge=0,
+        description="and no row older than this many seconds (0: by count only)",
+    )
+    live_refresh_s: float = Field(
+        15,
+        ge=0,
+        le=86400,
+        description="how often the live figures are recomputed from the database "
+        "(0: no live figures)",
+    )

@@ -1,5 +1,6 @@
 """What the services' settings classes share: the artefact store's one variable and its default,
-and the environment variables a settings field is read from (for Compose, docs and messages).
+the inference log's database (its URL and password file), and the environment variables a
+settings field is read from (for Compose, docs and messages).
 
 Each service reads the environment through its own pydantic-settings class only
 (``api.settings.ApiSettings``; ``trainer.config.TrainerSettings`` and ``TrainConfig``).
@@ -17,6 +18,8 @@ from pydantic_settings import BaseSettings
 # The one variable that names the artefact store, for every command of both services.
 STORE_ENV = "TAGGER_ARTEFACTS_DIR"
 DEFAULT_ARTEFACTS_DIR = Path("data/artefacts")
+# The inference log: a SQLite file next to the artefacts, relative to the working directory.
+DEFAULT_DATABASE_URL = "sqlite:///data/inference.db"
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -28,6 +31,27 @@ def store_field(deprecated_env: str) -> Any:
         validation_alias=AliasChoices(STORE_ENV, deprecated_env),
         description="the artefact store: the published versions and LATEST "
         f"({deprecated_env}, its former name, is still read when {STORE_ENV} is not set)",
+    )
+
+
+def database_url_field() -> Any:
+    """The ``database_url`` field: the inference log's database, as a SQLAlchemy URL."""
+    return Field(
+        DEFAULT_DATABASE_URL,
+        min_length=1,
+        description="the inference log's database, a SQLAlchemy URL: a SQLite file "
+        f"(default {DEFAULT_DATABASE_URL}, relative to the working directory) or PostgreSQL "
+        "(postgresql+psycopg://user@host:5432/name); put no password in it: see "
+        "database_password_file",
+    )
+
+
+def database_password_file_field() -> Any:
+    """The ``database_password_file`` field: a file holding the database's password."""
+    return Field(
+        None,
+        description="a file whose content (trailing newline stripped) is the database "
+        "password, set on database_url (a container secret; none: the URL's own, if any)",
     )
 
 

