@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from api.model_manager import LoadedModel, ModelManager
 from api.observe import BatchObserver
@@ -263,6 +263,4 @@ def _fail(batch: list[_Job], exc: BaseException) -> None:
 def _cut(prediction: Prediction, top_k: int) -> Prediction:
     if len(prediction.tags) <= top_k:
         return prediction
-    return Prediction(
-        tags=prediction.tags[:top_k], predicted=prediction.predicted, tokens=prediction.tokens
-    )
+    return replace(prediction, tags=prediction.tags[:top_k])

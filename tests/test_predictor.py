@@ -38,9 +38,11 @@ def test_predict_shapes_order_and_decisions(published: ArtefactStore) -> None:
 
 
 class WordTokenizer:
-    """One id per word (its length), between 101 and 102 as BERT's special tokens."""
+    """One id per word (its length), between 101 and 102 as BERT's special tokens; a word of
+    three letters stands for the unknown token."""
 
     pad_id = 0
+    unk_id: int | None = 3
 
     def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         # split on single spaces: text the core did not normalise would show as 0-length words
@@ -66,7 +68,7 @@ class RecordingRunner:
 def test_core_normalises_truncates_groups_pads_and_formats_for_any_runner() -> None:
     """The core alone, with a fake tokenizer and runner: texts normalised and cut at the spec's
     max_length, batches of similar length padded with the tokenizer's pad id, scores back in
-    the texts' order, top-k and decided tags, and token counts."""
+    the texts' order, top-k and decided tags, and token and unknown-token counts."""
     from shared.predictor import Predictor
     from shared.spec import TaggerSpec
 
@@ -82,6 +84,8 @@ def test_core_normalises_truncates_groups_pads_and_formats_for_any_runner() -> N
     ]
     results = predictor.predict(texts, top_k=5)
     assert [r.tokens for r in results] == [5, 3, 6, 4]
+    assert [r.unknown for r in results] == [1, 0, 2, 0]
+    assert predictor.token_counts(texts) == ([5, 3, 6, 4], [1, 0, 2, 0])
     assert [r.predicted for r in results] == [
         ["long"],
         ["short", "long"],

@@ -28,11 +28,13 @@ class TagScore:
 @dataclass(frozen=True)
 class Prediction:
     """Tags of one text: the ``top_k`` by score, and those the model decides on; ``tokens``
-    is how many tokens the model read (special tokens included, after truncation)."""
+    is how many tokens the model read (special tokens included, after truncation), ``unknown``
+    how many of them are the tokenizer's unknown token."""
 
     tags: list[TagScore]
     predicted: list[str]
     tokens: int = 0
+    unknown: int = 0
 
 
 class TagPredictor(Protocol):
@@ -49,9 +51,11 @@ class TagPredictor(Protocol):
 
 
 class Tokenizer(Protocol):
-    """Normalised texts to token ids, special tokens added, cut at ``max_length`` tokens."""
+    """Normalised texts to token ids, special tokens added, cut at ``max_length`` tokens;
+    ``unk_id`` is the id of the unknown token (None for a tokenizer without one)."""
 
     pad_id: int
+    unk_id: int | None
 
     def encode(self, texts: list[str], max_length: int) -> list[list[int]]: ...
 
@@ -104,6 +108,16 @@ class Predictor:
         """
         return self._scores_of(self.encode(texts))
 
+    def token_counts(self, texts: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Tokens the model reads of each text, and how many of them are unknown tokens."""
+        ids = self.encode(texts)
+        return [len(x) for x in ids], self.unknown_counts(ids)
+
+    def unknown_counts(self, ids: Sequence[Sequence[int]]) -> list[int]:
+        """How many of each text's token ids are the tokenizer's unknown token."""
+        unk = self.tokenizer.unk_id
+        return [0 if unk is None else sum(i == unk for i in x) for x in ids]
+
     def _scores_of(self, ids: list[list[int]]) -> np.ndarray:
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         for rows in length_grouped([len(x) for x in ids], self.batch_size):
@@ -114,7 +128,12 @@ class Predictor:
         """Top ``top_k`` tags with scores, and the decided tags, for each text in order."""
         ids = self.encode(texts)
         return to_predictions(
-            self._scores_of(ids), self.labels, self.threshold, top_k, [len(x) for x in ids]
+            self._scores_of(ids),
+            self.labels,
+            self.threshold,
+            top_k,
+            [len(x) for x in ids],
+            self.unknown_counts(ids),
         )
 
 
@@ -141,14 +160,17 @@ def to_predictions(
     threshold: float,
     top_k: int,
     tokens: Sequence[int] | None = None,
+    unknown: Sequence[int] | None = None,
 ) -> list[Prediction]:
     """Top ``top_k`` tags with scores (rounded to 6 places), and the decided tags, per row;
-    ``tokens``: how many tokens each row's text was (for the input-length metric)."""
+    ``tokens``: how many tokens each row's text was (for the input-length metric), ``unknown``:
+    how many of them were the unknown token."""
     chosen = decide(scores, threshold)
     top_k = max(1, min(top_k, len(labels)))
     counts = tokens if tokens is not None else [0] * len(scores)
+    unknowns = unknown if unknown is not None else [0] * len(scores)
     results = []
-    for row, picked, count in zip(scores, chosen, counts, strict=True):
+    for row, picked, count, unk in zip(scores, chosen, counts, unknowns, strict=True):
         order = np.argsort(-row, kind="stable")
         top, decided = order[:top_k], order[picked[order]]
         results.append(
@@ -156,6 +178,7 @@ def to_predictions(
                 tags=[TagScore(labels[i], round(float(row[i]), 6)) for i in top],
                 predicted=[labels[i] for i in decided],
                 tokens=count,
+                unknown=unk,
             )
         )
     return results

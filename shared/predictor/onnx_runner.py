@@ -56,6 +56,7 @@ class JsonTokenizer:
     def __init__(self, tokenizer: Tokenizer, max_length: int, pad_id: int = 0) -> None:
         self.tokenizer = tokenizer
         self.pad_id = pad_id
+        self.unk_id = unknown_token_id(tokenizer)
         tokenizer.no_padding()
         self._cut_at(max_length)
 
@@ -81,6 +82,18 @@ class JsonTokenizer:
     def _cut_at(self, max_length: int) -> None:
         self.tokenizer.enable_truncation(max_length=max_length)
         self._max_length = max_length
+
+
+def unknown_token_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the tokenizer model's unknown token (WordPiece and BPE name it, Unigram gives
+    its id), or None when it has none."""
+    model = tokenizer.model
+    token = getattr(model, "unk_token", None)
+    if isinstance(token, str):
+        found = tokenizer.token_to_id(token)
+        return int(found) if found is not None else None
+    unk_id = getattr(model, "unk_id", None)
+    return unk_id if isinstance(unk_id, int) else None
 
 
 class OnnxRunner:

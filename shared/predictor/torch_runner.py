@@ -33,6 +33,8 @@ class TransformersTokenizer:
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id or 0
+        unk_id = tokenizer.unk_token_id
+        self.unk_id = unk_id if isinstance(unk_id, int) else None
 
     def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Token ids, special tokens added, cut at ``max_length``."""

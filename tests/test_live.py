@@ -1,0 +1,216 @@
+"""The reference profile and the live figures (shared.live): histograms, PSI, a profile of a
+hand-made score matrix, and the live figures of hand-made rows, values worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.live import (
+    PROFILE_FILE,
+    SCORE_EDGES,
+    TOKEN_EDGES,
+    build_profile,
+    histogram,
+    live_figures,
+    load_profile,
+    psi,
+    save_profile,
+    top_tags_for_labels,
+)
+
+LABELS = ["python", "java", "sql"]
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Row:
+    top_tags: list[tuple[str, float]]
+    predicted: list[str]
+    feedback: list[str] | None = None
+    tokens: int = 10
+    unknown_tokens: int = 0
+    created_at: datetime = field(default=T0)
+
+
+def test_histogram_bins_values_and_sums_to_one() -> None:
+    assert len(SCORE_EDGES) == 11 and len(TOKEN_EDGES) == 15
+    # [0, 8) gets 3 and 7; [8, 10) gets 8; 128 and 500 go to the last bin, -1 to the first.
+    shares = histogram([3, 7, 8, 128, 500, -1], TOKEN_EDGES)
+    assert shares[0] == pytest.approx(3 / 6)
+    assert shares[1] == pytest.approx(1 / 6)
+    assert shares[-1] == pytest.approx(2 / 6)
+    assert sum(shares) == pytest.approx(1.0)
+    # A score of exactly 1.0 is in the last bin, 0.1 in the second.
+    assert histogram([1.0, 0.1], SCORE_EDGES) == [0, 0.5, 0, 0, 0, 0, 0, 0, 0, 0.5]
+    assert histogram([], SCORE_EDGES) == [0.0] * 10
+
+
+def test_psi_known_value_zero_for_identical_and_large_for_a_shift() -> None:
+    expected, actual = [0.5, 0.5], [0.25, 0.75]
+    by_hand = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.75 - 0.5) * math.log(0.75 / 0.5)
+    assert psi(expected, actual) == pytest.approx(by_hand)
+    rng = np.random.default_rng(0)
+    reference = histogram(rng.beta(5, 2, 5000), SCORE_EDGES)
+    assert psi(reference, reference) == 0.0
+    assert psi(reference, histogram(rng.beta(5, 2, 5000), SCORE_EDGES)) < 0.1
+    assert psi(reference, histogram(rng.beta(2, 5, 5000), SCORE_EDGES)) > 0.25
+    # An empty bin is floored, so the index stays finite.
+    assert math.isfinite(psi([1.0, 0.0], [0.0, 1.0]))
+    with pytest.raises(ValueError, match="2 expected shares but 3"):
+        psi([0.5, 0.5], [0.2, 0.3, 0.5])
+
+
+def profile_of_four_rows() -> dict:
+    scores = np.array(
+        [
+            [0.90, 0.60, 0.10],  # python, java decided (threshold 0.5)
+            [0.30, 0.20, 0.05],  # only python, the top tag: no tag reached the threshold
+            [0.10, 0.80, 0.70],  # java, sql
+            [0.05, 0.15, 0.95],  # sql
+        ],
+        dtype=np.float32,
+    )
+    return build_profile(
+        scores,
+        LABELS,
+        0.5,
+        [["python"], ["python", "go"], ["java"], ["sql", "java"]],
+        tokens=[9, 9, 30, 200],
+        unknown_tokens=[0, 1, 2, 1],
+        metrics={"micro_f1": 0.7, "macro_f1": 0.6, "p_at_1": 0.75, "recall_at_5": 1.0},
+    )
+
+
+def test_build_profile_on_a_hand_made_matrix() -> None:
+    profile = profile_of_four_rows()
+    assert profile["format"] == 1 and profile["rows"] == 4 and profile["threshold"] == 0.5
+    assert profile["tags"] == {
+        "python": {"predicted_rate": 0.5, "true_rate": 0.5},
+        "java": {"predicted_rate": 0.5, "true_rate": 0.5},
+        "sql": {"predicted_rate": 0.5, "true_rate": 0.25},
+    }
+    # Top scores 0.9, 0.3, 0.8, 0.95: bins 9, 3, 8, 9.
+    assert profile["top_score"]["edges"] == SCORE_EDGES
+    assert profile["top_score"]["shares"] == [0, 0, 0, 0.25, 0, 0, 0, 0, 0.25, 0.5]
+    # Tokens 9, 9 in [8, 10); 30 in [28, 32); 200 in the last bin.
+    shares = profile["tokens"]["shares"]
+    assert shares[1] == 0.5 and shares[TOKEN_EDGES.index(28)] == 0.25 and shares[-1] == 0.25
+    assert profile["unknown_token_rate"] == pytest.approx(4 / 248, abs=1e-6)
+    assert profile["no_tag_share"] == 0.25
+    assert profile["metrics"]["p_at_1"] == 0.75
+    json.dumps(profile)  # plain JSON types only
+    with pytest.raises(ValueError, match="4 score rows, 3 tag lists"):
+        build_profile(np.zeros((4, 3)), LABELS, 0.5, [[]] * 3, [1] * 4, [0] * 4, {})
+
+
+def test_profile_round_trips_and_a_bad_file_is_a_value_error(tmp_path: Path) -> None:
+    assert load_profile(tmp_path) is None
+    profile = profile_of_four_rows()
+    save_profile(tmp_path, profile)
+    assert load_profile(tmp_path) == profile
+    (tmp_path / PROFILE_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=PROFILE_FILE):
+        load_profile(tmp_path)
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({**profile, "format": 99}))
+    with pytest.raises(ValueError, match="format 99"):
+        load_profile(tmp_path)
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({**profile, "tokens": {"edges": [0]}}))
+    with pytest.raises(ValueError, match="'tokens' is not a histogram"):
+        load_profile(tmp_path)
+
+
+def hand_made_rows() -> list[Row]:
+    return [
+        # P@1 hit; top-5 finds python and java of 3 (go unknown): recall 2/3;
+        # decided {python, java} vs {python, java, go}: tp 2, fn 1.
+        Row(
+            [("python", 0.9), ("java", 0.6), ("sql", 0.1)],
+            ["python", "java"],
+            ["python", "java", "go"],
+            tokens=12,
+            unknown_tokens=1,
+        ),
+        # P@1 miss; recall 1/1; decided {java} vs {sql}: fp 1, fn 1.
+        Row(
+            [("java", 0.7), ("sql", 0.2)],
+            ["java"],
+            ["sql"],
+            tokens=20,
+            created_at=T0 + timedelta(minutes=5),
+        ),
+        # No feedback: counts for the rates and drift, not for quality.
+        Row(
+            [("sql", 0.3), ("java", 0.2)],
+            ["sql"],
+            None,
+            tokens=40,
+            unknown_tokens=3,
+            created_at=T0 - timedelta(minutes=5),
+        ),
+        # Empty feedback is skipped too.
+        Row([("python", 0.8)], ["python"], [], tokens=8),
+    ]
+
+
+def test_live_figures_of_hand_made_rows() -> None:
+    profile = profile_of_four_rows()
+    figures = live_figures("v1", hand_made_rows(), LABELS, profile)
+    assert figures.version == "v1" and figures.rows == 4 and figures.feedback_rows == 2
+    assert figures.p_at_1 == pytest.approx(1 / 2)
+    assert figures.recall_at_5 == pytest.approx((2 / 3 + 1) / 2)
+    # tp 2, fp 1, fn 2: 2*2 / (4 + 1 + 2).
+    assert figures.micro_f1 == pytest.approx(4 / 7)
+    assert figures.unknown_tag_share == pytest.approx(1 / 4)  # go, of 4 feedback tags
+    assert figures.no_tag_share == pytest.approx(1 / 4)  # 0.3 < 0.5
+    assert figures.unknown_token_rate == pytest.approx(4 / 80)
+    assert figures.tag_rates["python"] == (0.5, 0.5)
+    assert figures.tag_rates["java"] == (0.5, 0.5)
+    assert figures.tag_rates["sql"] == (0.25, 0.5)
+    assert figures.reference is True
+    expected_psi = psi(profile["top_score"]["shares"], histogram([0.9, 0.7, 0.3, 0.8], SCORE_EDGES))
+    assert figures.psi_top_score == pytest.approx(expected_psi)
+    assert figures.psi_top_score is not None and figures.psi_top_score > 0
+    assert figures.psi_tokens == pytest.approx(
+        psi(profile["tokens"]["shares"], histogram([12, 20, 40, 8], TOKEN_EDGES))
+    )
+    assert figures.oldest == T0 - timedelta(minutes=5)
+    assert figures.newest == T0 + timedelta(minutes=5)
+
+
+def test_live_figures_without_profile_or_rows() -> None:
+    figures = live_figures("v0", hand_made_rows(), LABELS, None)
+    assert figures.reference is False
+    assert figures.psi_top_score is None and figures.psi_tokens is None
+    assert figures.no_tag_share is None  # no threshold to judge by
+    assert figures.tag_rates["sql"] == (0.25, None)
+    assert figures.p_at_1 == pytest.approx(1 / 2)
+    assert live_figures("v0", hand_made_rows(), LABELS, None, threshold=0.5).no_tag_share == 0.25
+
+    empty = live_figures("v1", [], LABELS, profile_of_four_rows())
+    assert empty.rows == 0 and empty.feedback_rows == 0
+    assert empty.p_at_1 is None and empty.recall_at_5 is None and empty.micro_f1 is None
+    assert empty.unknown_tag_share is None and empty.unknown_token_rate is None
+    assert empty.psi_top_score is None and empty.psi_tokens is None
+    assert empty.oldest is None and empty.newest is None
+    assert empty.reference is True
+
+
+def test_top_tags_for_labels_is_bounded() -> None:
+    labels = [f"tag{i:02d}" for i in range(30)]
+    rows = [Row([(labels[i % 30], 0.9)], [labels[i % 30]]) for i in range(60 + 29)]
+    figures = live_figures("v1", rows, labels, None)
+    # Without a reference: the live predicted rate (tag00..tag28 appear 3 times, tag29 twice).
+    assert top_tags_for_labels(figures, None, n=3) == ["tag00", "tag01", "tag02"]
+    assert len(top_tags_for_labels(figures, None)) == 10
+    profile = {
+        "tags": {tag: {"true_rate": i / 100, "predicted_rate": 0.0} for i, tag in enumerate(labels)}
+    }
+    assert top_tags_for_labels(figures, profile, n=2) == ["tag29", "tag28"]
+    assert top_tags_for_labels(figures, profile, n=0) == []
