@@ -25,7 +25,7 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
-	rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm k8s-check bench bench-swap bench-body bench-log \
+	rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm secrets k8s-check bench bench-swap bench-body bench-log \
 	baseline clean
 
 help: ## list the targets
@@ -114,10 +114,13 @@ bench-body: setup ## the API's peak memory under a stream of 300 MB request bodi
 fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a real API
 	$(PY) -m tests.fuzz.run --max-examples 1000
 
-e2e: ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
+secrets: ## secrets/postgres-password for Compose and Swarm (random; kept when it is there)
+	@sh database/make-secret.sh
+
+e2e: secrets ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh
 
-e2e-swarm: ## deploy/swarm/stack.yaml on a real single-node Docker Swarm: replicas, retrain and rolling update under load
+e2e-swarm: secrets ## deploy/swarm/stack.yaml on a real single-node Docker Swarm: replicas, retrain and rolling update under load
 	bash tests/swarm/run.sh
 
 k8s-check: setup ## render deploy/k8s with kustomize and validate it against the Kubernetes schemas (offline)
