@@ -15,11 +15,14 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
+from api.feedback import router as feedback_router
 from api.inference import InferenceService
 from api.limits import BodyLimit, document_limits
+from api.live import LiveMonitor
 from api.metrics import ApiMetrics
 from api.middleware import RequestMiddleware
 from api.model_manager import ModelManager
+from api.prediction_log import InferenceLog
 from api.routes import router
 from api.settings import ApiSettings
 from shared.logs import flush_logs
@@ -38,10 +41,16 @@ newly published version by itself (no restart, no failed request). Every error i
 echoed in the response header, in error bodies and in every log line of the request;
 without one (or with another value) the API makes one up and returns it the same way.
 
+**Inference log and feedback.** Each answered text of a sampled request
+(`API_PREDICTION_LOG_SAMPLE`) is logged with its request id, version, title (or its hash) and
+tags; `POST /feedback` reports the tags the author chose for it, and `GET /model` (`live`)
+shows each recent version's live quality and drift against its validation data.
+
 **Monitoring.** `GET /metrics` answers in the Prometheus text format (OpenMetrics when the
 scraper asks for it): requests by route, method and status, latency histograms, batch sizes
 and queue waits, queue depth, overload refusals, the served model version and its reloads,
-the top predicted tag per tag, input lengths in tokens, and process metrics. It is for a
+the top predicted tag per tag, input lengths in tokens, the inference log's written and
+dropped rows, each recent version's live quality and drift, and process metrics. It is for a
 Prometheus server, not for clients, so it is not listed among the routes below
 (`API_METRICS=false` turns it off).
 """
@@ -79,14 +88,26 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             torch_executor=torch_executor,
             observer=metrics,
         )
+        inference_log = InferenceLog.open(settings, observer=metrics)
+        live = LiveMonitor(
+            inference_log.engine,
+            manager.store,
+            lambda: manager.current,
+            window_rows=settings.live_window_rows,
+            window_s=settings.live_window_s,
+            refresh_s=settings.live_refresh_s,
+        )
         app.state.manager, app.state.inference = manager, inference
+        app.state.inference_log, app.state.live = inference_log, live
         if metrics is not None:
-            metrics.watch(manager, inference)
+            metrics.watch(manager, inference, live=live, log=inference_log)
         await manager.start()
         inference.start()
         tasks = [asyncio.create_task(manager.watch(settings.poll_interval_s), name="watch-latest")]
         if settings.log_flush_s > 0:
             tasks.append(asyncio.create_task(_flush_logs_every(settings.log_flush_s)))
+        if settings.live_refresh_s > 0:
+            tasks.append(asyncio.create_task(live.run(), name="live-figures"))
         try:
             yield
         finally:
@@ -96,6 +117,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                     await task
             flush_logs()
             await inference.close()
+            await asyncio.to_thread(inference_log.close)
             torch_executor.shutdown(wait=True, cancel_futures=True)
             loader_executor.shutdown(wait=True, cancel_futures=True)
 
@@ -116,6 +138,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     app.include_router(router)
+    app.include_router(feedback_router)
     if metrics is not None:
         _serve_metrics(app, metrics)
     document_limits(app, settings)

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.schemas import MAX_TAG_CHARS
 from api.settings import ApiSettings
 from shared.logs import request_context
 
@@ -140,6 +141,9 @@ def _apply_limits(schema: dict[str, Any], settings: ApiSettings) -> None:
     for option in request["top_k"].get("anyOf", [request["top_k"]]):
         if option.get("type") == "integer":
             option["maximum"] = settings.max_top_k
+    feedback = schemas["FeedbackRequest"]["properties"]
+    feedback["position"]["maximum"] = settings.max_texts - 1
+    feedback["tags"]["items"].update(minLength=1, maxLength=MAX_TAG_CHARS, pattern=NOT_BLANK)
     form = schema["paths"]["/tag/predict/"]["post"]["requestBody"]["content"]
     ref = form["application/x-www-form-urlencoded"]["schema"]["$ref"].rsplit("/", 1)[-1]
     _text_limits(schemas[ref]["properties"]["text"], settings)

@@ -26,7 +26,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from api.observe import RELOAD_FAILURE_REASONS, ModelState, QueueState
+from api.live_metrics import LiveCollector
+from api.observe import RELOAD_FAILURE_REASONS, LiveState, LogQueueState, ModelState, QueueState
 from shared.predictor import Prediction
 
 # Counters and histograms would each export a "_created" timestamp series too: twice the
@@ -50,11 +51,14 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (4, 8, 12, 16, 20, 24, 32, 48, 64, 96, 128, 256, 512)
 TAGS_PER_TEXT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 50)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# Why the inference log dropped rows (shared.inference_log.LogObserver's reasons).
+LOG_DROP_REASONS = ("queue_full", "database")
 
 
 class ApiMetrics:
     """Every metric the API exports, in one registry; the ``observe_*`` methods record events
-    (it is the :class:`~api.observe.LoadObserver` and :class:`~api.observe.BatchObserver`)."""
+    (it is the :class:`~api.observe.LoadObserver` and :class:`~api.observe.BatchObserver`, and
+    the inference log's :class:`~shared.inference_log.LogObserver`)."""
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
@@ -140,20 +144,41 @@ class ApiMetrics:
             buckets=LOAD_BUCKETS,
             registry=registry,
         )
+        self.log_written = Counter(
+            "tagger_prediction_log_written",
+            "predictions written to the inference log",
+            registry=registry,
+        )
+        self.log_dropped = Counter(
+            "tagger_prediction_log_dropped",
+            "predictions not logged, by reason (queue_full: the writer's queue was full; "
+            "database: the database refused the batch or could not be reached)",
+            ["reason"],
+            registry=registry,
+        )
         for reason in RELOAD_FAILURE_REASONS:
             self.reload_failures.labels(reason)
+        self._dropped = {reason: self.log_dropped.labels(reason) for reason in LOG_DROP_REASONS}
         # Label children are looked up once per label set, not once per request.
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._top1_children: dict[str, Counter] = {}
-        self._state: StateCollector | None = None
+        self._state: list[Collector] = []
 
-    def watch(self, model: ModelState, queue: QueueState) -> None:
-        """Export the state of ``model`` (the manager) and ``queue`` (the batcher), read at
-        each scrape (replacing those of an earlier run of the app's lifespan)."""
-        if self._state is not None:
-            self.registry.unregister(self._state)
-        self._state = StateCollector(model, queue)
-        self.registry.register(self._state)
+    def watch(
+        self,
+        model: ModelState,
+        queue: QueueState,
+        live: LiveState | None = None,
+        log: LogQueueState | None = None,
+    ) -> None:
+        """Export the state of ``model`` (the manager), ``queue`` (the batcher), ``live`` (the
+        live figures) and ``log`` (the inference log's queue), read at each scrape (replacing
+        those of an earlier run of the app's lifespan)."""
+        for collector in self._state:
+            self.registry.unregister(collector)
+        self._state = [StateCollector(model, queue), LiveCollector(live, log)]
+        for collector in self._state:
+            self.registry.register(collector)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """Every metric in the format the ``Accept`` header asks for (the Prometheus text
@@ -197,6 +222,15 @@ class ApiMetrics:
         if child is None:
             child = self._top1_children[tag] = self.predicted_top1.labels(tag)
         return child
+
+    def rows_written(self, count: int) -> None:
+        """The inference log wrote ``count`` rows (its writer thread)."""
+        self.log_written.inc(count)
+
+    def rows_dropped(self, count: int, reason: str) -> None:
+        """The inference log dropped ``count`` rows, for one of :data:`LOG_DROP_REASONS`."""
+        child = self._dropped.get(reason)
+        (child or self.log_dropped.labels(reason)).inc(count)
 
     def observe_reload_attempt(self) -> None:
         """A version is about to be loaded (the first at start-up included)."""

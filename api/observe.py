@@ -4,14 +4,16 @@ The model manager and the batcher report events to a :class:`LoadObserver` and a
 :class:`BatchObserver`, and the metrics read their state at scrape time through
 :class:`ModelState` and :class:`QueueState`. Both directions are typed here, so the metrics
 never import the manager or the batcher, nor they the metrics: each side depends on this
-module alone. :class:`api.metrics.ApiMetrics` is the one observer today.
+module alone. :class:`api.metrics.ApiMetrics` is the one observer today. The live figures
+(:class:`LiveState`) and the inference log's queue (:class:`LogQueueState`) are read the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
+from shared.live import LiveFigures
 from shared.predictor import Prediction
 
 # Why a version could not be served: "verification" (the manifest or a checksum) or "load"
@@ -91,3 +93,29 @@ class QueueState(Protocol):
 
     @property
     def stats(self) -> QueueCounters: ...
+
+
+class LiveVersionState(Protocol):
+    """One version's live figures and its reference (``api.live.VersionLive`` is one)."""
+
+    @property
+    def figures(self) -> LiveFigures: ...
+
+    @property
+    def profile(self) -> Mapping[str, Any] | None: ...
+
+    def tag_rates(self) -> Sequence[tuple[str, float, float | None]]:
+        """(tag, live rate, reference rate) of the bounded tag set, "other" last."""
+
+
+class LiveState(Protocol):
+    """The last live figures (``api.live.LiveMonitor`` is one)."""
+
+    @property
+    def versions(self) -> Sequence[LiveVersionState]: ...
+
+
+class LogQueueState(Protocol):
+    """How many logged rows wait for the database writer."""
+
+    def queued(self) -> int: ...

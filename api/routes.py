@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 
 from api.errors import ApiError, ClientGone
 from api.inference import InferenceService, ModelNotReady, QueueFull
+from api.live import LiveMonitor
 from api.model_manager import ModelManager
+from api.prediction_log import InferenceLog
 from api.schemas import (
     ErrorResponse,
     FailedVersion,
@@ -136,6 +138,8 @@ async def _predict(
         ) from None
     if context is not None:
         context.model_version = model.version
+        inference_log: InferenceLog = request.app.state.inference_log
+        inference_log.record(context.request_id, texts, model.version, predictions)
     # Built as plain JSON (the shape of PredictResponse, which documents it): validating our
     # own output again per request costs CPU the model needs.
     return JSONResponse(
@@ -204,10 +208,13 @@ async def ready(manager: Annotated[ModelManager, Depends(get_manager)]) -> Ready
 
 @router.get("/model", response_model=ModelInfo, tags=["ops"])
 async def model_info(
+    request: Request,
     manager: Annotated[ModelManager, Depends(get_manager)],
     inference: Annotated[InferenceService, Depends(get_inference)],
 ) -> ModelInfo:
-    """The served version, when it was created and loaded, labels, training and metrics."""
+    """The served version, when it was created and loaded, labels, training and metrics; and
+    its live quality and drift (``live``) from the inference log, with those of other versions
+    served recently."""
     failed = [
         FailedVersion(
             version=version,
@@ -225,6 +232,8 @@ async def model_info(
         "mean_batch_size": round(stats.texts / stats.batches, 2) if stats.batches else None,
     }
     current = manager.current
+    monitor: LiveMonitor = request.app.state.live
+    live = monitor.section(current.version if current is not None else None)
     if current is None:
         return ModelInfo(
             version=None,
@@ -232,6 +241,7 @@ async def model_info(
             latest_error=manager.latest_error,
             failed_versions=failed,
             batching=batching,
+            live=live,
         )
     valid = current.metrics.get("valid", {})
     return ModelInfo(
@@ -249,4 +259,5 @@ async def model_info(
         latest_error=manager.latest_error,
         failed_versions=failed,
         batching=batching,
+        live=live,
     )

@@ -160,6 +160,130 @@ class FailedVersion(BaseModel):
     )
 
 
+# The request id pattern of api.middleware (X-Request-ID), as JSON Schema states it.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:/+=-]{1,128}$"
+MAX_FEEDBACK_TAGS = 100
+MAX_TAG_CHARS = 100
+
+
+class FeedbackRequest(BaseModel):
+    """The tags the author chose for a text the API answered (``request_id`` and
+    ``position`` name it)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"request_id": "3f2b9c1e8d7a4f60a1b2c3d4e5f60718", "tags": ["python", "pandas"]}
+            ]
+        },
+    )
+
+    request_id: str = Field(
+        pattern=REQUEST_ID_PATTERN,
+        description="the X-Request-ID of the prediction (sent by the client or made up by the "
+        "API and returned in that header)",
+    )
+    tags: list[str] = Field(
+        min_length=1,
+        max_length=MAX_FEEDBACK_TAGS,
+        description="the tags chosen, each of 1 to 100 characters, not blank (kept even when "
+        "the model does not know them: that is how a new tag shows up)",
+        examples=[["python", "pandas"]],
+    )
+    position: int = Field(
+        0, ge=0, description="which text of the request (its index in `texts`; 0 for `text`)"
+    )
+
+    @field_validator("position", mode="before")
+    @classmethod
+    def _position_is_a_json_integer(cls, value: object) -> object:
+        if isinstance(value, bool | str):
+            raise ValueError("position must be an integer")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_not_blank(cls, value: list[str]) -> list[str]:
+        tags: list[str] = []
+        for i, tag in enumerate(value):
+            if len(tag) > MAX_TAG_CHARS:
+                raise ValueError(f"tags[{i}] has {len(tag)} characters; at most {MAX_TAG_CHARS}")
+            if not tag.strip():
+                raise ValueError(f"tags[{i}] is empty or only whitespace")
+            if tag.strip() not in tags:
+                tags.append(tag.strip())
+        return tags
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    position: int
+    version: str = Field(description="the model version that answered the request")
+    replaced: bool = Field(description="true when an earlier report for this text was replaced")
+    unknown_tags: list[str] | None = Field(
+        description="the reported tags the served model cannot predict (null when another "
+        "version answered the request)",
+        examples=[["polars"]],
+    )
+
+
+class LiveQuality(BaseModel):
+    p_at_1: float | None = Field(description="share of texts whose top tag was chosen")
+    recall_at_5: float | None = Field(description="chosen tags found among the top 5, on average")
+    micro_f1: float | None = Field(description="micro-F1 of the decided tags")
+
+
+class LiveDrift(BaseModel):
+    psi_top_score: float | None = Field(description="PSI of the top score against the reference")
+    psi_tokens: float | None = Field(description="PSI of tokens per title against the reference")
+
+
+class LiveTagRate(BaseModel):
+    tag: str = Field(description="a tag, or 'other': the mean of the tags not listed")
+    live: float = Field(description="share of the window's texts the tag was decided for")
+    reference: float | None = Field(description="the same share on the validation rows")
+
+
+class LiveVersion(BaseModel):
+    version: str
+    rows: int = Field(description="logged predictions in the window")
+    feedback_rows: int = Field(description="those with feedback")
+    oldest: str | None = Field(description="the window's oldest row (ISO 8601)")
+    newest: str | None = Field(description="the window's newest row (ISO 8601)")
+    quality: LiveQuality = Field(description="on the rows with feedback (null: none yet)")
+    reference_quality: dict[str, float] | None = Field(
+        description="the validation figures of the version's profile (null: no reference)"
+    )
+    drift: LiveDrift | str = Field(
+        description="input drift against the reference, or 'no reference' for a version "
+        "published without a profile"
+    )
+    unknown_feedback_tag_share: float | None = Field(
+        description="share of the reported tags the version cannot predict"
+    )
+    no_tag_share: float | None = None
+    unknown_token_rate: float | None = None
+    tags: list[LiveTagRate] = Field(description="the most frequent tags, then 'other'")
+
+
+class LiveWindow(BaseModel):
+    rows: int = Field(description="newest logged rows per version (API_LIVE_WINDOW_ROWS)")
+    seconds: float | None = Field(description="and no older than this (API_LIVE_WINDOW_S)")
+    refresh_s: float = Field(description="how often the figures are computed (API_LIVE_REFRESH_S)")
+
+
+class LiveSection(BaseModel):
+    enabled: bool = Field(description="false when API_LIVE_REFRESH_S is 0")
+    window: LiveWindow
+    updated_at: str | None = Field(description="when the figures were computed (ISO 8601)")
+    error: str | None = Field(
+        None, description="why the last refresh failed (the figures are then older)"
+    )
+    served: LiveVersion | None = Field(description="the served version's figures")
+    others: list[LiveVersion] = Field(description="other recently served versions")
+
+
 class ModelInfo(BaseModel):
     version: str | None = Field(description="served version; null when none is loaded")
     created: str | None = None
@@ -181,3 +305,6 @@ class ModelInfo(BaseModel):
         {}, description="micro-batching counters since start: batches, texts, mean batch size"
     )
     failed_versions: list[FailedVersion] = []
+    live: LiveSection | None = Field(
+        None, description="live quality and drift from the inference log (null: not yet)"
+    )

@@ -239,7 +239,12 @@ def make_client(root: Path, **settings: object) -> TestClient:
     from api.app import create_app
     from api.settings import ApiSettings
 
-    values: dict[str, object] = {"artefacts_dir": root, "poll_interval_s": 0.05}
+    values: dict[str, object] = {
+        "artefacts_dir": root,
+        "poll_interval_s": 0.05,
+        # Beside the store, never the default data/inference.db of the working directory.
+        "database_url": f"sqlite:///{root.parent / 'inference.db'}",
+    }
     values.update(settings)
     return TestClient(create_app(ApiSettings(**values)), raise_server_exceptions=False)
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.live import VersionLive
 from api.metrics import ApiMetrics
+from shared.live import LiveFigures
 from shared.predictor import Prediction, TagScore
 
 # name -> (type, label names): what dashboards and alerts rely on.
@@ -35,6 +37,17 @@ FAMILIES = {
     "tagger_queue_capacity_texts": ("gauge", set()),
     "tagger_requests_refused_overload": ("counter", set()),
     "tagger_requests_withdrawn": ("counter", set()),
+    "tagger_prediction_log_written": ("counter", set()),
+    "tagger_prediction_log_dropped": ("counter", {"reason"}),
+    "tagger_prediction_log_queue_rows": ("gauge", set()),
+    "tagger_live_rows": ("gauge", {"version"}),
+    "tagger_live_feedback_rows": ("gauge", {"version"}),
+    "tagger_live_quality": ("gauge", {"version", "metric"}),
+    "tagger_reference_quality": ("gauge", {"version", "metric"}),
+    "tagger_live_psi": ("gauge", {"version", "feature"}),
+    "tagger_live_tag_predicted_rate": ("gauge", {"version", "tag"}),
+    "tagger_reference_tag_predicted_rate": ("gauge", {"version", "tag"}),
+    "tagger_live_unknown_feedback_tag_share": ("gauge", {"version"}),
 }
 LOADED_AT = "2026-01-02T03:04:05+00:00"
 
@@ -66,6 +79,45 @@ class Queue:
     stats: Counters = field(default_factory=Counters)
 
 
+@dataclass
+class Live:
+    versions: list[VersionLive] = field(default_factory=list)
+
+
+@dataclass
+class Log:
+    rows: int = 0
+
+    def queued(self) -> int:
+        return self.rows
+
+
+def figures(version: str, reference: bool = True, **values: object) -> LiveFigures:
+    """Figures of ``version``: 200 rows, 60 with feedback, and what ``values`` set."""
+    fields: dict[str, object] = {
+        "version": version,
+        "rows": 200,
+        "feedback_rows": 60,
+        "p_at_1": 0.5,
+        "recall_at_5": 0.75,
+        "micro_f1": 0.6,
+        "unknown_tag_share": 0.1,
+        "no_tag_share": 0.0,
+        "unknown_token_rate": 0.01,
+        "psi_top_score": 0.3 if reference else None,
+        "psi_tokens": 0.02 if reference else None,
+        "tag_rates": {"python": (0.5, 0.4), "java": (0.25, 0.3), "sql": (0.1, 0.2)},
+        "reference": reference,
+        "oldest": None,
+        "newest": None,
+    }
+    fields.update(values)
+    return LiveFigures(**fields)  # type: ignore[arg-type]
+
+
+PROFILE = {"metrics": {"micro_f1": 0.8, "macro_f1": 0.7, "p_at_1": 0.9, "recall_at_5": 0.95}}
+
+
 def scrape(metrics: ApiMetrics) -> dict[str, tuple[str, dict[tuple, float]]]:
     """tagger_* families: name -> (type, {(sample name, sorted labels): value})."""
     body, _ = metrics.render("")
@@ -81,7 +133,8 @@ def scrape(metrics: ApiMetrics) -> dict[str, tuple[str, dict[tuple, float]]]:
 
 def test_every_family_keeps_its_name_type_and_labels() -> None:
     metrics = ApiMetrics()
-    metrics.watch(Model(Served("v1", LOADED_AT)), Queue())
+    live = Live([VersionLive(figures("v1"), PROFILE, ["python"])])
+    metrics.watch(Model(Served("v1", LOADED_AT)), Queue(), live=live, log=Log())
     metrics.observe_request("/predict", "POST", 200, 0.01, 1)
     metrics.observe_load(["python"], 0.5)
     metrics.observe_batch([0.001], 0.01, [Prediction([TagScore("python", 0.9)], ["python"], 5)])
@@ -146,3 +199,52 @@ def test_events_and_state_are_what_the_metrics_say() -> None:
     assert one("tagger_model_loaded") == 0
     assert "tagger_model_loaded_timestamp_seconds" not in values
     assert one("tagger_queue_depth_texts") == 0
+
+
+def test_inference_log_and_live_figures() -> None:
+    metrics = ApiMetrics()
+    log, live = Log(rows=7), Live()
+    metrics.watch(Model(Served("v2", LOADED_AT)), Queue(), live=live, log=log)
+    metrics.rows_written(40)
+    metrics.rows_written(2)
+    metrics.rows_dropped(5, "database")
+    metrics.rows_dropped(1, "queue_full")
+    metrics.rows_dropped(3, "database")
+    served = VersionLive(figures("v2"), PROFILE, ["python", "java"])
+    old = VersionLive(
+        figures("v1", reference=False, micro_f1=None, p_at_1=None, recall_at_5=None),
+        None,
+        ["python"],
+    )
+    live.versions = [served, old]
+
+    values = {name: samples for name, (_, samples) in scrape(metrics).items()}
+
+    def one(family: str, sample: str | None = None, **labels: str) -> float:
+        return values[family][(sample or family, tuple(sorted(labels.items())))]
+
+    assert one("tagger_prediction_log_written", "tagger_prediction_log_written_total") == 42
+    dropped = ("tagger_prediction_log_dropped", "tagger_prediction_log_dropped_total")
+    assert one(*dropped, reason="database") == 8
+    assert one(*dropped, reason="queue_full") == 1
+    assert one("tagger_prediction_log_queue_rows") == 7
+    assert one("tagger_live_rows", version="v2") == 200
+    assert one("tagger_live_feedback_rows", version="v1") == 60
+    assert one("tagger_live_quality", version="v2", metric="micro_f1") == 0.6
+    assert one("tagger_live_quality", version="v2", metric="p_at_1") == 0.5
+    assert one("tagger_reference_quality", version="v2", metric="micro_f1") == 0.8
+    assert one("tagger_reference_quality", version="v2", metric="recall_at_5") == 0.95
+    assert one("tagger_live_psi", version="v2", feature="top_score") == 0.3
+    assert one("tagger_live_psi", version="v2", feature="tokens") == 0.02
+    rate, ref = "tagger_live_tag_predicted_rate", "tagger_reference_tag_predicted_rate"
+    assert one(rate, version="v2", tag="java") == 0.25
+    assert one(ref, version="v2", tag="python") == 0.4
+    assert one(rate, version="v2", tag="other") == 0.1  # the mean of the tags not listed
+    assert one(rate, version="v1", tag="other") == (0.25 + 0.1) / 2
+    assert one("tagger_live_unknown_feedback_tag_share", version="v2") == 0.1
+    # No feedback quality, no reference: those series are absent, not zero.
+    assert {labels for _, labels in values["tagger_live_quality"]} == {
+        (("metric", m), ("version", "v2")) for m in ("micro_f1", "p_at_1", "recall_at_5")
+    }
+    assert all(("version", "v1") not in labels for _, labels in values["tagger_live_psi"])
+    assert all(("version", "v1") not in labels for _, labels in values["tagger_reference_quality"])

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             env={
                 **os.environ,
                 "TAGGER_ARTEFACTS_DIR": str(work / "artefacts"),
+                "API_DATABASE_URL": f"sqlite:///{work / 'inference.db'}",
                 "API_PORT": str(port),
                 "API_LOG_LEVEL": "warning",
             },

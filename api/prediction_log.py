@@ -1,0 +1,84 @@
+"""The inference log on the API's side: the database engine and the background writer, made
+and closed with the app, and the few microseconds ``/predict`` spends handing a sampled
+request's rows to the writer (a bounded queue: it never waits for the database).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from api.settings import ApiSettings
+from shared.inference_log import LogObserver, PredictionLog, PredictionRow, connect, title_hash
+from shared.predictor import Prediction
+
+
+@dataclass
+class InferenceLog:
+    """The engine (for feedback and the live figures), the writer, and what to log."""
+
+    engine: Engine
+    writer: PredictionLog
+    sample: float
+    keep_titles: bool
+
+    @classmethod
+    def open(cls, settings: ApiSettings, observer: LogObserver | None) -> InferenceLog:
+        """Create the engine and start the writer; never connects here, so the API serves
+        while the database is down (rows are dropped and counted until it is back)."""
+        engine = connect(settings.database_url, settings.database_password_file)
+        writer = PredictionLog(
+            engine,
+            max_queue=settings.prediction_log_queue,
+            flush_s=settings.prediction_log_flush_s,
+            observer=observer,
+        )
+        writer.start()
+        return cls(
+            engine,
+            writer,
+            settings.prediction_log_sample,
+            settings.prediction_log_titles == "text",
+        )
+
+    def close(self) -> None:
+        """Write what is queued (a few seconds at most), then let the connections go."""
+        self.writer.close()
+        self.engine.dispose()
+
+    def queued(self) -> int:
+        return self.writer.queued()
+
+    def record(
+        self,
+        request_id: str,
+        texts: Sequence[str],
+        version: str,
+        predictions: Sequence[Prediction],
+    ) -> None:
+        """Queue one row per text of a request, if the request is sampled."""
+        if self.sample < 1.0 and random.random() >= self.sample:
+            return
+        now = dt.datetime.now(dt.UTC)
+        keep = self.keep_titles
+        self.writer.add(
+            [
+                PredictionRow(
+                    request_id=request_id,
+                    position=position,
+                    created_at=now,
+                    version=version,
+                    title=text if keep else None,
+                    title_hash=title_hash(text),
+                    tokens=p.tokens,
+                    unknown_tokens=p.unknown,
+                    top_tags=[(t.tag, t.score) for t in p.tags],
+                    predicted=p.predicted,
+                )
+                for position, (text, p) in enumerate(zip(texts, predictions, strict=True))
+            ]
+        )
