@@ -24,7 +24,7 @@ BENCH_DATA ?= data/sample/valid.tsv
 TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
-.PHONY: help setup data train train-quick serve predict-test request-test evaluate versions \
+.PHONY: help setup data train train-quick train-feedback feedback-import report serve predict-test request-test evaluate versions \
 	rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm secrets k8s-check bench bench-swap bench-body bench-log \
 	baseline clean
 
@@ -52,6 +52,17 @@ train: setup ## train with CONFIG on DATASET (default: data/raw/train.tsv, else 
 
 train-quick: CONFIG = conf/train-quick.yaml
 train-quick: train ## a quick demo training (a few hundred questions, one epoch)
+
+train-feedback: setup ## train as `make train`, plus the labelled rows of the inference log newer than the served model's data
+	$(VENV)/bin/tagger train --with-feedback --config $(CONFIG) $(if $(DATASET),--dataset $(DATASET)) \
+		$(if $(VALID),--valid $(VALID)) --artefacts-dir $(ARTEFACTS)
+
+feedback-import: setup ## store the labelled questions of FILE=<file> (any training format) as feedback
+	@test -n "$(FILE)" || { echo "usage: make feedback-import FILE=<file> (title,tags or the long CSV)"; exit 2; }
+	$(VENV)/bin/tagger feedback import $(FILE)
+
+report: setup ## live quality and drift of the served versions from the inference log (REPORT_ARGS: e.g. --html report.html)
+	$(VENV)/bin/tagger report --artefacts-dir $(ARTEFACTS) $(REPORT_ARGS)
 
 serve: setup ## serve the newest model on 127.0.0.1:8000 (hot-reloads new versions)
 	TAGGER_ARTEFACTS_DIR=$(ARTEFACTS) $(VENV)/bin/tagger serve

@@ -1,4 +1,4 @@
-"""``tagger train | evaluate | versions | baseline | serve | predict``.
+"""``tagger train | evaluate | versions | baseline | feedback | report | serve | predict``.
 
 Each subcommand is the module command of the same job with the rest of the line handed over
 unchanged (``tagger train --help`` is ``python -m trainer --help``), so the two forms cannot
@@ -30,6 +30,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "trainer.baseline",
         "python -m trainer.baseline",
         "the TF-IDF + logistic regression baseline's metrics",
+    ),
+    "feedback": (
+        "trainer.feedback",
+        "python -m trainer.feedback",
+        "import labelled questions into the inference log",
+    ),
+    "report": (
+        "trainer.live_report",
+        "python -m trainer.live_report",
+        "live quality and drift of the served versions",
     ),
     "serve": ("api.__main__", "python -m api", "serve the newest version over HTTP"),
     "predict": ("api.predict", "python -m api.predict", "top tags of a title, no server"),

@@ -50,7 +50,7 @@ def test_tagger_lists_its_commands_and_refuses_unknown_ones() -> None:
     assert TAGGER.is_file(), "the tagger command is not installed: run make setup"
     listing = tagger("--help")
     assert listing.returncode == 0
-    for command in ("train", "evaluate", "versions", "serve", "predict"):
+    for command in ("train", "evaluate", "versions", "feedback", "report", "serve", "predict"):
         assert f"  {command}" in listing.stdout
     unknown = tagger("fly")
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 from shared.settings import DEFAULT_ARTEFACTS_DIR, STORE_ENV
 from trainer.cli import run_main, setup_logging
 from trainer.config import DEFAULT_CONFIG, describe_keys, load_config, load_settings
+from trainer.feedback_data import MIN_FEEDBACK_ROWS, FeedbackSource
 from trainer.split import default_dataset
 
 EXIT_NOT_PROMOTED = 3
@@ -69,6 +70,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="move LATEST to the new version even if it scores below the current one",
     )
     parser.add_argument(
+        "--with-feedback",
+        action="store_true",
+        help="also train on the labelled rows of the inference log newer than the served "
+        "model's data (deduplicated by title, the newest report winning); the newest of them "
+        "validate, and the promotion gate compares both models on them. Needs at least "
+        f"{MIN_FEEDBACK_ROWS}; the base data (--dataset) is then not split",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=settings.database_url,
+        help="the inference log read by --with-feedback (default $TRAINER_DATABASE_URL or "
+        f"{settings.database_url}; the password from $TRAINER_DATABASE_PASSWORD_FILE)",
+    )
+    parser.add_argument(
         "--log-level", default=settings.log_level, help="default $TRAINER_LOG_LEVEL or INFO"
     )
     return parser.parse_args(argv)
@@ -81,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.force:
         config = config.model_copy(update={"force_promote": True})
     dataset = args.dataset or default_dataset()
+    feedback = None
+    if args.with_feedback:
+        feedback = FeedbackSource(args.database_url, load_settings().database_password_file)
     from trainer.train import train  # heavy imports only after the arguments are good
 
-    result = train(config, dataset, args.valid, args.artefacts_dir, config_path=args.config)
+    result = train(
+        config, dataset, args.valid, args.artefacts_dir, config_path=args.config, feedback=feedback
+    )
     if result is None:  # a torchrun process other than rank 0: rank 0 published
         return 0
     print(f"published {result.version} -> {result.path}")

@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 from shared import logs
 from shared.data import DatasetError
+from shared.inference_log import DatabaseError
 from shared.store import ArtefactError
 from trainer.config import ConfigError, load_settings
 
-USER_ERRORS = (ConfigError, DatasetError, ArtefactError)
+USER_ERRORS = (ConfigError, DatasetError, ArtefactError, DatabaseError)
 EXIT_USER_ERROR = 2
 
 

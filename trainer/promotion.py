@@ -25,13 +25,18 @@ MAX_GATE_RUNS = 3
 
 
 def decide_promotion(
-    store: ArtefactStore, config: TrainConfig, valid_rows: Dataset, new_metrics: dict[str, Any]
+    store: ArtefactStore,
+    config: TrainConfig,
+    valid_rows: Dataset,
+    new_metrics: dict[str, Any],
+    rows_name: str = "validation rows",
 ) -> dict[str, Any]:
     """Only if the new model is not worse than the one ``LATEST`` names now, both scored on
-    this run's validation rows (tags a model does not know count as its misses). The first
-    model, and ``force_promote``, always move it; an unreadable ``LATEST`` never does (the
-    run still publishes). Returns the decision as recorded in ``metrics.json``: ``promoted``,
-    ``reason``, ``previous`` (what ``LATEST`` named) and the figures compared."""
+    this run's validation rows (tags a model does not know count as its misses; ``rows_name``
+    says in the reason which rows they are). The first model, and ``force_promote``, always
+    move it; an unreadable ``LATEST`` never does (the run still publishes). Returns the
+    decision as recorded in ``metrics.json``: ``promoted``, ``reason``, ``previous`` (what
+    ``LATEST`` named) and the figures compared."""
     try:
         previous = store.latest()
     except ArtefactError as exc:
@@ -66,7 +71,7 @@ def decide_promotion(
     verdict = ">=" if new >= floor else "<"
     reason = (
         f"micro-F1 {new:.4f} {verdict} {old['micro_f1']:.4f} of {previous} on the same "
-        f"{old['n']} validation rows (tolerance {config.promotion_tolerance})"
+        f"{old['n']} {rows_name} (tolerance {config.promotion_tolerance})"
     )
     return {**decision, "promoted": new >= floor, "reason": reason}
 

@@ -39,6 +39,7 @@ class RunInputs:
     config_path: Path | None
     dataset_path: Path
     valid_path: Path | None
+    feedback: dict[str, Any] | None = None  # the feedback rows used (trainer.feedback_data)
 
 
 def publish(
@@ -73,6 +74,7 @@ def publish(
         "metrics": {k: valid_metrics[k] for k in key_metrics},
         "baseline_metrics": {k: baseline[k] for k in key_metrics} if baseline else None,
         "threshold": spec.threshold,
+        "feedback": inputs.feedback,
     }
     # The claim stays held until the caller records the promotion decision.
     with store.staging(keep_claim=True, manifest_extra=provenance) as (version, folder):
@@ -94,6 +96,7 @@ def publish(
                 "train_sha256": sha256_file(inputs.dataset_path),
                 "valid_name": inputs.valid_path.name if inputs.valid_path else None,
                 "valid_fraction": config.valid_fraction,
+                "feedback": inputs.feedback,
                 "seed": config.seed,
                 "max_length": config.max_length,
                 "score": spec.score,

@@ -68,11 +68,18 @@ def write_model_card(folder: Path, version: str, doc: dict[str, Any], info: dict
         f"| {m['recall_at_5']:.3f} |"
         for tag, m in per_tag
     )
-    split = (
-        f"validation file `{info['valid_name']}`"
-        if info["valid_name"]
-        else f"{info['valid_fraction']:.0%} of the training file, held out with seed {info['seed']}"
-    )
+    feedback = info.get("feedback")
+    if feedback:
+        split = (
+            f"the newest {feedback['valid_rows']} of {feedback['rows']} feedback rows "
+            f"(labelled {feedback['from']} to {feedback['until']}; the older ones trained)"
+        )
+    elif info["valid_name"]:
+        split = f"validation file `{info['valid_name']}`"
+    else:
+        split = (
+            f"{info['valid_fraction']:.0%} of the training file, held out with seed {info['seed']}"
+        )
     promotion = doc.get("promotion", {})
     text = f"""# Stack Overflow tagger {version}
 

@@ -1,6 +1,8 @@
 """The rows a run learns from and is judged on: which file, the held-out split, the tag list.
 
 The trainer and the baseline both call :func:`prepare_split`, so both see exactly the same rows.
+With feedback (:mod:`trainer.feedback_data`) the base file is not split: it trains, with the
+older feedback rows, and the newest feedback rows validate.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from shared.data import Dataset, DatasetError, read_dataset
 from trainer.config import TrainConfig
+from trainer.feedback_data import FeedbackRows, merge_base
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class Split:
     valid: Dataset
     labels: list[str]
     skipped_rows: dict[str, int]
+    feedback: dict[str, Any] | None = None  # the feedback provenance, when feedback was used
 
 
 def build_labels(tags: list[list[str]], min_count: int) -> list[str]:
@@ -80,13 +85,24 @@ def hold_out(
     return train, valid
 
 
-def prepare_split(config: TrainConfig, dataset_path: Path, valid_path: Path | None) -> Split:
-    """Read the data, hold out validation (seeded), build the tag list from the training rows
-    and drop training questions left with no kept tag."""
+def prepare_split(
+    config: TrainConfig,
+    dataset_path: Path,
+    valid_path: Path | None,
+    feedback: FeedbackRows | None = None,
+) -> Split:
+    """Read the data, hold out validation (seeded; with ``feedback``, its newest rows instead),
+    build the tag list from the training rows and drop training questions left with no kept
+    tag."""
     rng = np.random.default_rng(config.seed)
     full = read_dataset(dataset_path, first_tag_only=config.first_tag_only)
-    given_valid = read_dataset(valid_path, config.first_tag_only) if valid_path else None
-    train_set, valid_set = hold_out(full, given_valid, config, rng)
+    if feedback is not None:
+        if valid_path:
+            log.info("%s is not used: the newest feedback rows validate", valid_path)
+        train_set, valid_set = merge_base(full, feedback, config, rng)
+    else:
+        given_valid = read_dataset(valid_path, config.first_tag_only) if valid_path else None
+        train_set, valid_set = hold_out(full, given_valid, config, rng)
     labels = build_labels(train_set.tags, config.min_samples_per_label)
     if not labels:
         raise DatasetError(
@@ -97,4 +113,10 @@ def prepare_split(config: TrainConfig, dataset_path: Path, valid_path: Path | No
     keep = [i for i, row in enumerate(train_set.tags) if label_set & set(row)]
     if len(keep) < len(train_set):
         log.info("dropping %d training questions with only rare tags", len(train_set) - len(keep))
-    return Split(train_set.subset(keep), valid_set, labels, dict(full.skipped))
+    return Split(
+        train_set.subset(keep),
+        valid_set,
+        labels,
+        dict(full.skipped),
+        feedback.provenance if feedback else None,
+    )

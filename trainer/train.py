@@ -23,6 +23,7 @@ from shared.store import ArtefactError, ArtefactStore
 from trainer.baseline import baseline_metrics
 from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig
+from trainer.feedback_data import FeedbackSource, load_feedback
 from trainer.fit import fit, validate
 from trainer.metrics import HEADLINE_METRICS
 from trainer.promotion import decide_promotion, settle_promotion
@@ -49,12 +50,17 @@ def train(
     valid_path: Path | None,
     artefacts_dir: Path,
     config_path: Path | None = None,
+    feedback: FeedbackSource | None = None,
 ) -> TrainResult | None:
     """Run one training and publish its version; ``LATEST`` moves to it if the gate allows.
+    With ``feedback``, the labelled rows of that inference log newer than the served model's
+    data join the training rows and the newest of them validate (:mod:`trainer.feedback_data`).
     Under torchrun every process trains; rank 0 publishes and the others return None once it
     has (a process that died, or a failure of rank 0's, fails the whole job instead)."""
     with start_compute(config) as compute:
-        result = _train(compute, config, dataset_path, valid_path, artefacts_dir, config_path)
+        result = _train(
+            compute, config, dataset_path, valid_path, artefacts_dir, config_path, feedback
+        )
         compute.barrier()  # the other processes wait here while rank 0 evaluates and publishes
     return result
 
@@ -66,16 +72,23 @@ def _train(
     valid_path: Path | None,
     artefacts_dir: Path,
     config_path: Path | None,
+    feedback: FeedbackSource | None,
 ) -> TrainResult | None:
     started = time.monotonic()
     base_folder = resolve_base_model(config.base_model)
     seed_everything(config.seed)
 
-    split = prepare_split(config, dataset_path, valid_path)
+    store = ArtefactStore(artefacts_dir)
+    feedback_rows = None
+    if feedback is not None:
+        source = feedback  # rank 0 reads the log once and hands every process the same rows
+        feedback_rows = compute.on_main(lambda: load_feedback(source, store, config))
+    split = prepare_split(config, dataset_path, valid_path, feedback_rows)
+    if split.feedback is not None:
+        valid_path = None  # the newest feedback rows validate, not the file
     # The store is checked before any training, never after: a run that cannot publish fails
     # now with one line, not after its last epoch (and bad input leaves the store untouched).
     # Rank 0 alone touches the store; its error stops every process.
-    store = ArtefactStore(artefacts_dir)
     incumbent = compute.on_main(store.check_writable)
     if compute.is_main:
         log.info("artefacts in %s; LATEST names %s", artefacts_dir, incumbent or "nothing yet")
@@ -108,6 +121,7 @@ def _train(
         "n_valid": len(split.valid),
         "n_labels": len(split.labels),
         "skipped_rows": split.skipped_rows,
+        "feedback": split.feedback,
         "train_seconds": round(fitted.train_seconds, 1),
         "samples_per_second": fitted.samples_per_second,
         "train_precision": "bf16" if fitted.bf16 else "fp32",
@@ -120,8 +134,14 @@ def _train(
             *(run_metrics["baseline"][k] for k in HEADLINE_METRICS),
         )
 
+    rows_name = (
+        "newest feedback rows (the fresh slice, in time order)"
+        if split.feedback
+        else "validation rows"
+    )
+
     def gate() -> dict[str, Any]:
-        return decide_promotion(store, config, split.valid, final.metrics)
+        return decide_promotion(store, config, split.valid, final.metrics, rows_name)
 
     # The gate's verdict at publish time goes into metrics.json and the model card; the
     # store records the final decision (LATEST may move under this run while it publishes).
@@ -133,7 +153,7 @@ def _train(
         tokenizer,
         spec,
         run_metrics,
-        RunInputs(config, config_path, dataset_path, valid_path),
+        RunInputs(config, config_path, dataset_path, valid_path, split.feedback),
         recipe=describe_recipe(config, fitted.bf16, fitted.best_epoch),
         valid_rows=split.valid,
     )
