@@ -40,7 +40,7 @@ from monitoring import get_json, query, scalar, wait
 ROWS = "tagger_live_rows"
 QUALITY = "tagger_live_quality"
 PSI = "tagger_live_psi"
-DROPPED = "tagger_prediction_log_dropped_rows_total"
+DROPPED = "tagger_prediction_log_dropped_total"
 DRIFT_ALERT = "TaggerInputDrift"
 NEW_TAG = "zorblax"
 HELD_OUT = 20
