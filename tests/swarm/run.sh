@@ -131,6 +131,7 @@ case "$(docker info --format '{{.Swarm.LocalNodeState}}')" in
 esac
 
 remove_stack  # what a killed earlier run may have left
+make --no-print-directory secrets  # the db password the stack's secret reads (made once)
 
 step "build the images (api, edge, trainer)"
 docker compose -f deploy/swarm/stack.yaml build --quiet
