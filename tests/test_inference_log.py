@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
 from shared.inference_log import (
@@ -30,7 +32,7 @@ from shared.inference_log import (
     upgrade,
     window,
 )
-from shared.inference_log.schema import feedback, predictions
+from shared.inference_log.schema import feedback, metadata, predictions
 from tests.conftest import REPO, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -139,6 +141,21 @@ def test_upgrade_creates_the_schema_and_is_idempotent(engine: Engine) -> None:
     assert columns == {c.name for c in predictions.columns}
     indexes = {i["name"] for i in inspect(engine).get_indexes("predictions")}
     assert "ix_predictions_version_id" in indexes
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_uses(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+def test_the_package_loads_no_model_code() -> None:
+    code = (
+        "import sys, shared.inference_log; "
+        "print(sorted(m for m in ('numpy', 'torch', 'transformers', 'shared.predictor', "
+        "'shared.store') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_processes_and_threads_upgrading_at_once_all_succeed(tmp_path: Path) -> None:
@@ -331,7 +348,7 @@ def test_first_reports_racing_leave_one_row(engine: Engine) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=report, args=(f"t{i}",)) for i in range(6)]
+    threads = [threading.Thread(target=report, args=(f"t{i}",)) for i in range(20)]
     for t in threads:
         t.start()
     for t in threads:

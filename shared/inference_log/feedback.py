@@ -81,6 +81,9 @@ def _logged(conn: Connection, request_id: str, position: int) -> tuple[str, str 
         .where(predictions.c.request_id == request_id, predictions.c.position == position)
         .order_by(predictions.c.id.desc())
         .limit(1)
+        # PostgreSQL: reports for one text wait for each other here, so a later one always
+        # sees (and replaces) the earlier; SQLite has one writer at a time anyway.
+        .with_for_update()
     ).first()
     return None if row is None else (row.version, row.title, row.title_hash)
 

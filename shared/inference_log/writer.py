@@ -21,6 +21,7 @@ from shared.inference_log.schema import predictions
 
 log = logging.getLogger(__name__)
 
+
 class LogObserver(Protocol):
     """Told what became of the rows (the API's metrics implement it)."""
 
