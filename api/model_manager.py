@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from api.observe import LoadObserver
+from shared.live import load_profile
 from shared.predictor import TagPredictor, load_predictor
 from shared.store import MEND_LATEST, ArtefactError, ArtefactStore, verify
 
@@ -64,6 +65,17 @@ class LoadedModel:
     metrics: dict[str, Any]
     training: dict[str, Any]
     loaded_at: str
+    profile: dict[str, Any] | None = None  # the reference for the live figures (shared.live)
+
+
+def _read_profile(folder: Path) -> dict[str, Any] | None:
+    """The version's reference profile; a version without one (or with a broken one, which
+    only costs the drift figures) still serves."""
+    try:
+        return load_profile(folder)
+    except ValueError as exc:
+        log.warning("serving %s without a drift reference: %s", folder.name, exc)
+        return None
 
 
 @dataclass
@@ -110,6 +122,7 @@ class ModelManager:
             metrics=metrics,
             training=training,
             loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            profile=_read_profile(folder),
         )
 
     async def _try_load(self, version: str) -> LoadedModel | None:

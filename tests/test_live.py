@@ -1,10 +1,13 @@
 """The reference profile and the live figures (shared.live): histograms, PSI, a profile of a
-hand-made score matrix, and the live figures of hand-made rows, values worked out by hand."""
+hand-made score matrix, the live figures of hand-made rows (values worked out by hand), the
+profile a trained version publishes, and the API serving versions without a usable one."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.data import read_dataset
 from shared.live import (
     PROFILE_FILE,
     SCORE_EDGES,
@@ -24,6 +28,8 @@ from shared.live import (
     save_profile,
     top_tags_for_labels,
 )
+from shared.store import MANIFEST_FILE, ArtefactStore, verify
+from tests.conftest import clone_version, folder_of, make_client, wait_for
 
 LABELS = ["python", "java", "sql"]
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -184,6 +190,27 @@ def test_live_figures_of_hand_made_rows() -> None:
     assert figures.newest == T0 + timedelta(minutes=5)
 
 
+def test_live_figures_read_the_inference_logs_rows() -> None:
+    """shared.inference_log's WindowRow is a RowLike: the same rows give the same figures."""
+    from shared.inference_log import WindowRow
+
+    rows = hand_made_rows()
+    logged = [
+        WindowRow(
+            created_at=r.created_at,
+            version="v1",
+            tokens=r.tokens,
+            unknown_tokens=r.unknown_tokens,
+            top_tags=r.top_tags,
+            predicted=r.predicted,
+            feedback=r.feedback,
+        )
+        for r in rows
+    ]
+    profile = profile_of_four_rows()
+    assert live_figures("v1", logged, LABELS, profile) == live_figures("v1", rows, LABELS, profile)
+
+
 def test_live_figures_without_profile_or_rows() -> None:
     figures = live_figures("v0", hand_made_rows(), LABELS, None)
     assert figures.reference is False
@@ -214,3 +241,70 @@ def test_top_tags_for_labels_is_bounded() -> None:
     }
     assert top_tags_for_labels(figures, profile, n=2) == ["tag29", "tag28"]
     assert top_tags_for_labels(figures, profile, n=0) == []
+
+
+def test_a_published_version_carries_its_profile(
+    published: ArtefactStore, fixture_data: dict[str, Path]
+) -> None:
+    """The trainer writes profile.json into the version, listed in its manifest, from the
+    validation scores: the published model rebuilds the same profile on the same rows."""
+    from shared.predictor.torch_runner import load_torch_predictor
+
+    folder = folder_of(published)
+    assert PROFILE_FILE in verify(folder)["files"]
+    profile = load_profile(folder)
+    assert profile is not None
+    valid = json.loads((folder / "metrics.json").read_text())["valid"]
+    assert profile["rows"] == valid["n"] == 60
+    assert profile["threshold"] == valid["threshold"]
+    assert profile["metrics"] == {
+        key: valid[key] for key in ("micro_f1", "macro_f1", "p_at_1", "recall_at_5")
+    }
+    assert set(profile["tags"]) == {"java", "javascript", "python", "sql"}
+    assert sum(profile["top_score"]["shares"]) == pytest.approx(1.0)
+    assert sum(profile["tokens"]["shares"]) == pytest.approx(1.0)
+
+    predictor = load_torch_predictor(folder)
+    rows = read_dataset(fixture_data["valid"])
+    tokens, unknown = predictor.token_counts(rows.titles)
+    rebuilt = build_profile(
+        predictor.scores(rows.titles),
+        predictor.labels,
+        predictor.threshold,
+        rows.tags,
+        tokens,
+        unknown,
+        profile["metrics"],
+    )
+    assert rebuilt == profile
+
+
+def republish(store: ArtefactStore, source: str, profile_text: str | None) -> str:
+    """A copy of ``source`` whose profile.json is left out (None) or replaced."""
+    with store.staging() as (version, folder):
+        for path in (store.root / source).iterdir():
+            if path.name not in (MANIFEST_FILE, PROFILE_FILE):
+                shutil.copy(path, folder / path.name)
+        if profile_text is not None:
+            (folder / PROFILE_FILE).write_text(profile_text)
+    return version
+
+
+def test_api_serves_versions_without_a_usable_profile(
+    store_copy: ArtefactStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = store_copy.latest()
+    assert first is not None
+    without = clone_version(store_copy, first, leave_out=(PROFILE_FILE,))
+    assert not (store_copy.root / without / PROFILE_FILE).exists()
+    broken = republish(store_copy, first, "{not json")
+    with make_client(store_copy.root) as c:
+        manager = c.app.state.manager  # type: ignore[attr-defined]
+        assert manager.current.profile == load_profile(store_copy.root / first)
+        for version in (without, broken):
+            store_copy.set_latest(version)
+            wait_for(lambda v=version: c.get("/model").json()["version"] == v)
+            assert c.post("/predict", json={"text": "python list"}).status_code == 200
+            assert manager.current.version == version and manager.current.profile is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(broken in w and "drift reference" in w for w in warnings)

@@ -85,7 +85,7 @@ def test_tokenizer_ids_equal_transformers(published: ArtefactStore) -> None:
     torch_predictor = load_torch_predictor(folder)
     titles = read_dataset(SAMPLE_DATA / "valid.tsv").titles + ODD_TEXTS
     assert onnx.encode(titles) == torch_predictor.encode(titles)
-    # Both know BERT's [UNK] (100) and count it: CJK and symbols outside the vocabulary.
+    # Both know BERT's [UNK] (100) and count it (symbols outside the vocabulary).
     assert onnx.tokenizer.unk_id == torch_predictor.tokenizer.unk_id == 100
     assert onnx.token_counts(titles) == torch_predictor.token_counts(titles)
     assert onnx.token_counts(["hello ☃ 𝕏"]) == ([5], [2])  # [CLS] hello [UNK] [UNK] [SEP]

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from transformers import PreTrainedTokenizerBase
 
 from shared.data import Dataset
+from shared.live import build_profile, save_profile
 from shared.model import TaggerModel, TaggerSpec
+from shared.predictor import Predictor
 from shared.store import ArtefactStore, sha256_file
 from trainer.config import TrainConfig
 from trainer.export import export_onnx
@@ -51,12 +54,14 @@ def publish(
     inputs: RunInputs,
     recipe: str,
     valid_rows: Dataset,
+    profile: dict[str, Any] | None = None,
 ) -> str:
     """Write the model, its tokenizer, its ONNX graphs, ``run_metrics``, the model card, the
-    resolved config and the manifest into a new version; return its name. ``recipe`` is the
-    card's one-sentence description of how the model was trained; ``valid_rows`` are the rows
-    the ONNX graphs are verified on (:func:`trainer.export.export_onnx`; a graph that does not
-    reproduce the model raises ExportError and nothing is published)."""
+    resolved config, the reference ``profile`` (``profile.json``, :mod:`shared.live`) and the
+    manifest into a new version; return its name. ``recipe`` is the card's one-sentence
+    description of how the model was trained; ``valid_rows`` are the rows the ONNX graphs are
+    verified on (:func:`trainer.export.export_onnx`; a graph that does not reproduce the model
+    raises ExportError and nothing is published)."""
     config = inputs.config
     valid_metrics = run_metrics["valid"]
     baseline = run_metrics.get("baseline")
@@ -110,7 +115,24 @@ def publish(
             "valid_dataset": str(inputs.valid_path) if inputs.valid_path else None,
         }
         (folder / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+        if profile is not None:
+            save_profile(folder, profile)
     return version
+
+
+def reference_profile(
+    predictor: Predictor,
+    rows: Dataset,
+    scores: np.ndarray,
+    threshold: float,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """The version's reference profile on its validation ``rows``, from the ``scores`` and
+    ``metrics`` validation computed at ``threshold`` (only the token counts are new: a
+    tokenizer pass, no model pass)."""
+    tokens, unknown = predictor.token_counts(rows.titles)
+    headline = {key: metrics[key] for key in HEADLINE_METRICS}
+    return build_profile(scores, predictor.labels, threshold, rows.tags, tokens, unknown, headline)
 
 
 def _write_json(path: Path, data: Any) -> None:

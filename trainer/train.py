@@ -27,7 +27,7 @@ from trainer.feedback_data import FeedbackSource, load_feedback
 from trainer.fit import fit, validate
 from trainer.metrics import HEADLINE_METRICS
 from trainer.promotion import decide_promotion, settle_promotion
-from trainer.publish import RunInputs, publish
+from trainer.publish import RunInputs, publish, reference_profile
 from trainer.recipe import resolve_base_model, seed_everything
 from trainer.report import describe_recipe
 from trainer.split import prepare_split
@@ -156,6 +156,9 @@ def _train(
         RunInputs(config, config_path, dataset_path, valid_path, split.feedback),
         recipe=describe_recipe(config, fitted.bf16, fitted.best_epoch),
         valid_rows=split.valid,
+        profile=reference_profile(
+            predictor, split.valid, final.scores, final.threshold, final.metrics
+        ),
     )
     promotion = settle_promotion(store, version, promotion, gate, force=config.force_promote)
     if promotion["promoted"]:
