@@ -28,6 +28,9 @@ FIXED = {
     "API_HOST": "0.0.0.0",  # reachable from outside the container
     "API_PORT": "8000",  # the port inside; compose's ${API_PORT} is the host's
     STORE_ENV: "/artefacts",  # where the artefacts volume is mounted
+    # where the container gets the secret postgres-password (the password is never in the file)
+    "API_DATABASE_PASSWORD_FILE": "/run/secrets/postgres-password",
+    "TRAINER_DATABASE_PASSWORD_FILE": "/run/secrets/postgres-password",
 }
 # Settings taken under the names .env has always had (the stack cannot build a path from a
 # file name: docker stack deploy has no ${VAR:+...}).
@@ -43,6 +46,9 @@ CHOSEN = {
     "API_LOG_FORMAT": "json",  # one JSON object per line in production
     "TRAINER_LOG_FORMAT": "json",
     "API_TORCH_THREADS": {COMPOSE: "0", STACK: "1"},  # the stack's replicas are CPU-limited
+    # the db service (the code's default is a SQLite file, for runs without Docker)
+    "API_DATABASE_URL": "postgresql+psycopg://tagger@db:5432/tagger",
+    "TRAINER_DATABASE_URL": "postgresql+psycopg://tagger@db:5432/tagger",
 }
 DEPLOYMENTS = [
     (COMPOSE, "api", {}),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make e2e: the used-by flow against a real Docker Engine; any deviation fails the run.
-#   build both images -> train (quick config) on the sample the image carries, with an empty
-#   data folder as on a fresh clone -> up api -> healthy ->
+#   the password secret (secrets/postgres-password, as make secrets writes it) -> build the
+#   images -> train (quick config) on the sample the image carries, with an empty data folder
+#   as on a fresh clone -> up db (PostgreSQL) -> healthy -> up api -> healthy ->
 #   /predict names the new version -> /docs, /openapi.json -> retrain while a client polls:
 #   new version served within seconds, zero failed requests -> the lean API image has no torch
 #   and serves ONNX; a version without model.onnx is refused with the reason in /model while
@@ -44,7 +45,7 @@ chmod -R a+rX "$WORK"
 step() { printf '\n== e2e %s: %s\n' "$(date +%T)" "$*"; }
 fail() {
   echo "E2E FAILED: $*" >&2
-  docker compose --profile monitoring logs --no-color --tail 50 api prometheus db >&2 || true
+  docker compose --profile monitoring logs --no-color --tail 50 api db prometheus >&2 || true
   exit 1
 }
 loader=
@@ -84,18 +85,19 @@ wait_healthy() {  # [replicas]: every api container healthy
   done
   fail "api not healthy after 120 s (want $want healthy, got: ${state:-none})"
 }
-wait_db() {  # the db container healthy (pg_isready inside)
-  for _ in $(seq 1 60); do
-    [ "$(docker compose ps -q db | xargs -r docker inspect -f '{{.State.Health.Status}}' 2>/dev/null)" = healthy ] && return 0
-    sleep 0.5
+wait_db() {  # the db container healthy
+  local state
+  for _ in $(seq 1 120); do
+    state=$(docker compose ps -q db | xargs -r docker inspect -f '{{.State.Health.Status}}' 2>/dev/null || true)
+    [ "$state" = healthy ] && return 0
+    sleep 1
   done
-  fail "db not healthy after 30 s"
+  fail "db not healthy after 120 s (got: ${state:-none})"
 }
 phase() { echo "$1" > "$WORK/faults/phase.tmp"; mv "$WORK/faults/phase.tmp" "$WORK/faults/phase"; }
 SECONDS=0
 
-step "the database password (secrets/postgres-password, made once)"
-make --no-print-directory secrets
+sh database/make-secret.sh
 
 step "build the images (api, trainer, prometheus, db)"
 docker compose --profile train --profile monitoring build
@@ -106,7 +108,9 @@ grep -q 'embedded sample /app/data/sample/train.tsv' "$WORK/train.log" \
   || fail "the trainer did not say it used the embedded sample"
 echo "v1 = $v1"
 
-step "docker compose up -d api"
+step "docker compose up -d db, then api"
+docker compose up -d db
+wait_db
 docker compose up -d api
 wait_healthy
 [ "$(get "$URL/ready" | field model_version)" = "$v1" ] || fail "/ready does not name $v1"

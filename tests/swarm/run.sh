@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # make e2e-swarm: deploy/swarm/stack.yaml on a real single-node Docker Swarm; any deviation fails.
 #   swarm init (unless this engine is already in a swarm) -> build the images -> docker stack
-#   deploy: 3 api replicas, the HAProxy edge (host-mode port), the trainer job trains a quick
-#   model -> 50 answers in a row through the edge name it, from every replica ->
-#   16 clients poll through the edge from here on -> the trainer job again (forced promotion):
-#   every replica serves the new version within 15 s, no failed request -> docker service
-#   update --image to a rebuilt api image (start-first, one at a time): no failed request,
+#   deploy: 3 api replicas, the HAProxy edge (host-mode port), PostgreSQL (db, on this node,
+#   labelled tagger.db=true; password from secrets/postgres-password), the trainer job trains
+#   a quick model -> db healthy -> 50 answers in a row through the edge name it, from every
+#   replica -> 16 clients poll through the edge from here on -> the trainer job again (forced
+#   promotion): every replica serves the new version within 15 s, no failed request -> docker
+#   service update --image to a rebuilt api image (start-first, one at a time): no failed request,
 #   every new replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
 #   the last phase is a row in the stack's PostgreSQL (counted by request id) -> docker stack
-#   rm, its volumes and the rebuilt image removed, swarm left if this script made it (also on
-#   failure).
+#   rm, its volumes and the rebuilt image removed, the node label removed if this script added
+#   it, swarm left if this script made it (also on failure).
 # Talks to the API only through the edge's port on 127.0.0.1, and to each replica through the
 # edge container (Docker's DNS, tasks.api) to read what every replica serves.
 set -euo pipefail
@@ -33,6 +34,8 @@ CLIENTS=16
 WORK=$(mktemp -d)
 echo steady > "$WORK/phase"
 made_swarm=false
+labelled=false
+node=
 loader=
 
 phase() { echo "$1" > "$WORK/phase.tmp"; mv "$WORK/phase.tmp" "$WORK/phase"; }  # atomic: clients read it
@@ -63,6 +66,7 @@ cleanup() {
   [ -n "$loader" ] && wait "$loader" 2>/dev/null || true
   remove_stack
   docker image rm "$REBUILT" >/dev/null 2>&1 || true
+  if $labelled && ! $made_swarm; then docker node update --label-rm tagger.db "$node" >/dev/null 2>&1 || true; fi
   if $made_swarm; then docker swarm leave --force >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
 }
@@ -109,6 +113,15 @@ all_serve() {  # VERSION N: exactly N replicas and all serve VERSION
   python3 -c 'import json, sys; v = json.loads(sys.argv[1]); sys.exit(not (len(v) == int(sys.argv[3]) and set(v.values()) == {sys.argv[2]}))' \
     "$(replica_versions)" "$1" "$2"
 }
+db_healthy() {  # the db task runs, healthy, within 120 s
+  local container
+  for _ in $(seq 1 120); do
+    container=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_db" | head -1)
+    [ -n "$container" ] && [ "$(docker inspect -f '{{.State.Health.Status}}' "$container" 2>/dev/null)" = healthy ] && return 0
+    sleep 1
+  done
+  return 1
+}
 wait_converged() {  # SERVICE: its last update or scale has finished
   for _ in $(seq 1 300); do
     local state
@@ -131,15 +144,22 @@ case "$(docker info --format '{{.Swarm.LocalNodeState}}')" in
 esac
 
 remove_stack  # what a killed earlier run may have left
-make --no-print-directory secrets  # the db password the stack's secret reads (made once)
+# The db's placement: this node. Its password: the secret file (`make secrets` makes the same).
+node=$(docker info --format '{{.Swarm.NodeID}}')  # (docker node update takes no "self")
+if [ -z "$(docker node inspect -f '{{index .Spec.Labels "tagger.db"}}' "$node")" ]; then
+  docker node update --label-add tagger.db=true "$node" >/dev/null; labelled=true
+fi
+sh database/make-secret.sh
 
-step "build the images (api, edge, trainer)"
+step "build the images (api, edge, trainer, db)"
 docker compose -f deploy/swarm/stack.yaml build --quiet
 
-step "docker stack deploy: 3 api replicas, the edge, the trainer job (quick config, embedded sample)"
+step "docker stack deploy: 3 api replicas, the edge, db, the trainer job (quick config, embedded sample)"
 docker stack deploy --resolve-image never -c deploy/swarm/stack.yaml "$STACK"
 v1=$(run_trainer_job); [ -n "$v1" ] || fail "the first trainer job published nothing"
 echo "v1 = $v1 (trained ${SECONDS} s after the start)"
+db_healthy || fail "db not healthy: $(docker service ps --no-trunc "${STACK}_db" | tail -n +2 | head -3)"
+echo "db: $(docker service ls --filter "name=${STACK}_db" --format '{{.Replicas}}') healthy"
 
 step "every replica serves $v1; 50 answers in a row through the edge name it"
 for i in $(seq 1 60); do all_serve "$v1" 3 && break; [ "$i" -lt 60 ] || fail "replicas: $(replica_versions)"; sleep 1; done
