@@ -13,7 +13,7 @@ from api.errors import ApiError
 from api.prediction_log import InferenceLog
 from api.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
 from api.settings import ApiSettings
-from shared.inference_log import DatabaseError, NotLogged, record_feedback
+from shared.inference_log import DatabaseError, NotLogged
 
 log = logging.getLogger(__name__)
 router = APIRouter(
@@ -63,7 +63,7 @@ async def feedback(request: Request, body: FeedbackRequest) -> FeedbackResponse:
     inference_log: InferenceLog = request.app.state.inference_log
     try:
         result = await run_in_threadpool(
-            record_feedback, inference_log.engine, body.request_id, body.position, body.tags
+            inference_log.feedback, body.request_id, body.position, body.tags
         )
     except NotLogged:
         raise ApiError(

@@ -27,7 +27,7 @@ from api.schemas import LiveDrift, LiveQuality, LiveSection, LiveTagRate, LiveVe
 from shared.inference_log import DatabaseError, recent_versions, window
 from shared.live import LiveFigures, live_figures, load_profile, top_tags_for_labels
 from shared.predictor.onnx_runner import read_labels
-from shared.store import ArtefactStore
+from shared.store import ArtefactError, ArtefactStore
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +144,14 @@ class LiveMonitor:
         """Labels and profile of a version that is not served, from its folder (cached)."""
         known = self._references.get(version)
         if known is None:
-            folder = self.store.version_path(version)
+            labels: list[str] | None = None
+            profile: dict[str, Any] | None = None
             try:
-                labels: list[str] | None = read_labels(folder)
+                folder = self.store.version_path(version)
+                labels = read_labels(folder)
                 profile = load_profile(folder)
-            except (OSError, ValueError):
-                labels, profile = None, None
+            except (OSError, ValueError, ArtefactError) as exc:
+                log.info("live figures of %s: %s", version, exc)
             threshold = float(profile["threshold"]) if profile is not None else None
             known = self._references[version] = _Reference(labels, profile, threshold)
         return known

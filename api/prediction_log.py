@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from api.settings import ApiSettings
-from shared.inference_log import LogObserver, PredictionLog, PredictionRow, connect, title_hash
+from shared.inference_log import (
+    FeedbackResult,
+    LogObserver,
+    PredictionLog,
+    PredictionRow,
+    connect,
+    record_feedback,
+    title_hash,
+    upgrade,
+)
 from shared.predictor import Prediction
 
 
@@ -25,6 +34,7 @@ class InferenceLog:
     writer: PredictionLog
     sample: float
     keep_titles: bool
+    schema_ready: bool = False
 
     @classmethod
     def open(cls, settings: ApiSettings, observer: LogObserver | None) -> InferenceLog:
@@ -49,6 +59,15 @@ class InferenceLog:
         """Write what is queued (a few seconds at most), then let the connections go."""
         self.writer.close()
         self.engine.dispose()
+
+    def feedback(self, request_id: str, position: int, tags: list[str]) -> FeedbackResult:
+        """Store a report (blocking: a worker thread). The schema is brought up to date first
+        (once) in case the writer has not done it yet: a fresh database serves feedback too.
+        Raises NotLogged or DatabaseError as record_feedback does."""
+        if not self.schema_ready:
+            upgrade(self.engine)
+            self.schema_ready = True
+        return record_feedback(self.engine, request_id, position, tags)
 
     def queued(self) -> int:
         return self.writer.queued()
