@@ -126,22 +126,15 @@ def version_note(w: VersionWindow) -> str:
 
 def render_text(windows: list[VersionWindow]) -> str:
     """The terminal table, then each version's top tags' predicted rates against the reference."""
-    table = table_rows(windows)
+    table = [("", [w.version for w in windows]), *table_rows(windows)]
     width = max(len(name) for name, _ in table)
-    columns = [
-        max(len(w.version), *(len(cells[i]) for _, cells in table)) for i, w in enumerate(windows)
-    ]
+    columns = [max(len(cells[i]) for _, cells in table) for i in range(len(windows))]
     lines = [
         "  ".join(
-            [" " * width, *(w.version.ljust(c) for w, c in zip(windows, columns, strict=True))]
-        )
+            [name.ljust(width), *(c.ljust(n) for c, n in zip(cells, columns, strict=True))]
+        ).rstrip()
+        for name, cells in table
     ]
-    for name, cells in table:
-        lines.append(
-            "  ".join(
-                [name.ljust(width), *(s.ljust(c) for s, c in zip(cells, columns, strict=True))]
-            )
-        )
     for w in windows:
         note = version_note(w)
         if note:

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 
 from trainer.live_data import Timeline, VersionWindow, tag_rows, version_note
@@ -52,20 +53,21 @@ def figure_png(windows: list[VersionWindow], over_time: Timeline) -> bytes:
             ]
             if points:
                 over.plot(
-                    [t for t, _ in points],
+                    mdates.date2num([t for t, _ in points]),
                     [v for _, v in points],
                     style,
                     marker="o",
                     color=colours[i % len(colours)],
                     label=f"{w.version} {metric}",
                 )
+    over.xaxis_date()
     over.set(title="live metrics on the rows with feedback, per time bucket", ylim=(0, 1))
     over.grid(alpha=0.3)
     if over.get_legend_handles_labels()[0]:
         over.legend(fontsize=7, loc="lower left")
     else:
         over.text(0.5, 0.5, "no feedback in the window", ha="center", transform=over.transAxes)
-    fig.autofmt_xdate()
+    over.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
