@@ -78,8 +78,9 @@ def dropped_rows(url: str) -> float:
 
 def logged_rows(url: str, password_file: Path | None) -> int:
     """Rows in the predictions table of the database at ``url``."""
-    from shared.inference_log import connect
     from sqlalchemy import text
+
+    from shared.inference_log import connect
 
     engine = connect(url, password_file)
     try:
