@@ -219,11 +219,25 @@ def recipe_titles(count: int) -> list[str]:
     return sorted(titles)
 
 
-def alert_state(prometheus: str, name: str) -> str:
-    """'firing', 'pending' or 'inactive' (any instance)."""
+def alert_state(prometheus: str, name: str, version: str) -> str:
+    """'firing', 'pending' or 'inactive': the alert's state for ``version`` (the rules are per
+    version: an earlier version whose window holds other traffic may fire on its own)."""
     alerts = get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
-    states = {a["state"] for a in alerts if a["labels"].get("alertname") == name}
+    states = {
+        a["state"]
+        for a in alerts
+        if a["labels"].get("alertname") == name and a["labels"].get("version") == version
+    }
     return "firing" if "firing" in states else "pending" if "pending" in states else "inactive"
+
+
+def alerts_now(prometheus: str, name: str) -> list[tuple[str, str]]:
+    alerts = get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+    return sorted(
+        (a["labels"].get("version", "?"), a["state"])
+        for a in alerts
+        if a["labels"].get("alertname") == name
+    )
 
 
 def rule_for_s(prometheus: str, name: str) -> float:
@@ -234,9 +248,16 @@ def rule_for_s(prometheus: str, name: str) -> float:
     return float(rule.get("duration", 0))
 
 
-def psi_now(prometheus: str, version: str) -> list[tuple[str, str]]:
+def psi_now(prometheus: str, version: str | None = None) -> list[tuple[str, ...]]:
+    """PSI per feature of ``version`` (None: of every version), rounded."""
+    if version is None:
+        result = query(prometheus, f"max by (version, feature) ({PSI})")
+        return sorted(
+            (r["metric"]["version"], r["metric"]["feature"], f"{float(r['value'][1]):.3f}")
+            for r in result
+        )
     result = query(prometheus, f'max by (feature) ({PSI}{{version="{version}"}})')
-    return sorted((r["metric"].get("feature", "?"), r["value"][1]) for r in result)
+    return sorted((r["metric"].get("feature", "?"), f"{float(r['value'][1]):.3f}") for r in result)
 
 
 def drift_stage(api: str, prometheus: str, valid: Path, window: int) -> None:
@@ -246,6 +267,7 @@ def drift_stage(api: str, prometheus: str, valid: Path, window: int) -> None:
     scrape = 5.0 if "scrape_interval: 5s" in config else 15.0
     settle = 2 * scrape + 5  # refresh (2 s in the e2e), a scrape, a rule evaluation
     print(f"{DRIFT_ALERT}: for {hold:.0f} s; window {window} rows of {version}")
+    print(f"before: PSI {psi_now(prometheus)}; alerts {alerts_now(prometheus, DRIFT_ALERT)}")
 
     started = time.monotonic()
     predict_all(api, valid_titles(valid, window + window // 3), "e2e-drift-in")
@@ -253,11 +275,14 @@ def drift_stage(api: str, prometheus: str, valid: Path, window: int) -> None:
     observed = time.monotonic()
     states: set[str] = set()
     while time.monotonic() - observed < hold + 2 * scrape:
-        states.add(alert_state(prometheus, DRIFT_ALERT))
+        states.add(alert_state(prometheus, DRIFT_ALERT, version))
         time.sleep(1)
     in_psi = psi_now(prometheus, version)
     if states != {"inactive"}:
-        raise SystemExit(f"live: {DRIFT_ALERT} was {sorted(states)} on the in-distribution replay")
+        raise SystemExit(
+            f"live: {DRIFT_ALERT} for {version} was {sorted(states)} on the in-distribution "
+            f"replay; PSI {psi_now(prometheus)}; alerts {alerts_now(prometheus, DRIFT_ALERT)}"
+        )
     print(
         f"in-distribution replay ({window + window // 3} titles of {valid.name}): "
         f"{DRIFT_ALERT} inactive for {time.monotonic() - observed:.0f} s "
@@ -269,7 +294,7 @@ def drift_stage(api: str, prometheus: str, valid: Path, window: int) -> None:
     sent = time.monotonic()
     wait(
         f"{DRIFT_ALERT} firing after one window of shifted titles",
-        lambda: alert_state(prometheus, DRIFT_ALERT) == "firing",
+        lambda: alert_state(prometheus, DRIFT_ALERT, version) == "firing",
         timeout=hold + settle + 4 * scrape,
     )
     print(
@@ -277,6 +302,7 @@ def drift_stage(api: str, prometheus: str, valid: Path, window: int) -> None:
         f"{time.monotonic() - sent:.0f} s after the last one was answered (for {hold:.0f} s); "
         f"PSI {psi_now(prometheus, version)}; {time.monotonic() - started:.0f} s"
     )
+    print(f"alerts now: {alerts_now(prometheus, DRIFT_ALERT)}")
 
 
 # ---- a new tag --------------------------------------------------------------------------------
