@@ -868,7 +868,7 @@ class Chaos:
         return (
             f"{sum(load.ok.values())} predictions from 16 clients, 0 failed; first row dropped "
             f"{first_drop_s:.1f} s into the full disk, {dropped:.0f} dropped (counted); freed: "
-            f"all {written} rows of the next 8 s logged"
+            f"all {written} requests of the next 8 s logged (8 rows each)"
         )
 
     def kill_api_during_swap(self) -> str:
