@@ -6,6 +6,7 @@
     python3 tests/e2e/live.py newtag-check API_URL PROMETHEUS_URL WORKDIR OLD_VERSION NEW_VERSION
     python3 tests/e2e/live.py rows PREFIX           # logged rows whose request id starts so
     python3 tests/e2e/live.py dropped API_URL        # the API's dropped-rows counter
+    python3 tests/e2e/live.py firing PROMETHEUS_URL ALERT   # waits until ALERT fires
 
 logging: predictions sent with known request ids are rows in PostgreSQL (counted with psql in
 the db container); feedback for some of them is accepted (a second report replaces the
@@ -231,6 +232,16 @@ def alert_state(prometheus: str, name: str, version: str) -> str:
     return "firing" if "firing" in states else "pending" if "pending" in states else "inactive"
 
 
+def firing(prometheus: str) -> list[tuple[str, str]]:
+    """(alert name, a label that tells the instance apart) of every firing alert."""
+    alerts = get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+    return sorted(
+        (a["labels"]["alertname"], a["labels"].get("version") or a["labels"].get("instance", ""))
+        for a in alerts
+        if a["state"] == "firing"
+    )
+
+
 def alerts_now(prometheus: str, name: str) -> list[tuple[str, str]]:
     alerts = get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
     return sorted(
@@ -396,6 +407,9 @@ def main() -> int:
         print(rows_like(args[0]))
     elif command == "dropped":
         print(f"{dropped(args[0]):.0f}")
+    elif command == "firing":
+        wait(f"{args[1]} firing", lambda: args[1] in {n for n, _ in firing(args[0])}, timeout=60)
+        print(f"{args[1]} firing: {firing(args[0])}")
     else:
         raise SystemExit(f"live: unknown command {command!r}; see {os.path.basename(__file__)}")
     return 0

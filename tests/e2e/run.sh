@@ -16,8 +16,8 @@
 #   framework reported with it through POST /feedback, a retrain --with-feedback publishes a
 #   version that puts it first on held-out titles; the live figures of both versions ->
 #   faults under 64 clients: the db stopped, started, SIGKILLed, up again: no failed
-#   prediction, dropped rows counted, rows logged again -> docker compose down -v (also on
-#   failure).
+#   prediction, dropped rows counted (TaggerPredictionLogDropping fires), rows logged again ->
+#   docker compose down -v (also on failure).
 # Talks to the services only through the port published on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -258,6 +258,8 @@ assert failed == 0, "failed predictions"
 assert after > before, "no dropped row counted"
 assert back_rows == back > 0, "not every prediction logged once the db was back"
 PY
+python3 tests/e2e/live.py firing "$PROM" TaggerPredictionLogDropping \
+  || fail "Prometheus did not fire TaggerPredictionLogDropping"
 echo "live stages took $((SECONDS - before_live)) s"
 
 step "passed in ${SECONDS} s"
