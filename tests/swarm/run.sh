@@ -260,7 +260,7 @@ for _ in $(seq 1 30); do  # each replica's writer flushes every API_PREDICTION_L
   sleep 1
 done
 echo "predictions of the last phase: $answered answered, $logged rows in PostgreSQL"
-echo "all rows of the load: $(docker exec "$db" psql -d tagger -tAc "SELECT count(*) FROM predictions WHERE request_id LIKE 'swarm-%'")"
+echo "rows of the whole load: $(docker exec "$db" psql -d tagger -tAc "SELECT count(*) FROM predictions WHERE request_id LIKE 'swarm-%'") of $(python3 -c 'import json, sys; print(sum(p["ok"] for p in json.load(open(sys.argv[1]))["phases"].values()))' "$WORK/load.json") answered"
 [ "$logged" = "$answered" ] || fail "$logged rows logged of $answered predictions answered"
 
 step "passed in ${SECONDS} s"
