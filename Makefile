@@ -26,7 +26,7 @@ API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick train-feedback feedback-import report serve predict-test \
 	request-test evaluate versions rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm \
-	secrets k8s-check bench bench-swap bench-body \
+	secrets k8s-check bench bench-swap bench-body bench-log \
 	baseline clean
 
 help: ## list the targets
@@ -105,9 +105,17 @@ chaos: setup ## fault injection: SIGKILLed trainers, races, corruption, disk ful
 	$(PY) -m tests.chaos.run
 
 # BENCH_ARGS: more options of python -m bench.run, e.g. BENCH_ARGS="--modes torch,no-batching --obs-rounds 5".
-bench: setup ## serving benchmark: raw model vs API (batching on/off, instrumentation on/off) under wrk load; needs wrk
+# BENCH_DATABASE_URL: a PostgreSQL whose inference log cost is measured too (SQLite always is),
+# e.g. postgresql+psycopg://tagger:PASSWORD@127.0.0.1:5432/tagger.
+bench: setup ## serving benchmark: raw model vs API (batching, instrumentation, inference log on/off) under wrk load; needs wrk
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
-	$(PY) -m bench.run --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) $(BENCH_ARGS)
+	$(PY) -m bench.run --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) \
+		$(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') $(BENCH_ARGS)
+
+bench-log: setup ## the inference log's cost alone: off vs SQLite (vs BENCH_DATABASE_URL), c=32 throughput, c=1 p50; needs wrk
+	@command -v wrk >/dev/null || { echo "make bench-log needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
+	$(PY) -m bench.prediction_log --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) \
+		$(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') $(BENCH_ARGS)
 
 bench-swap: setup ## 64 clients, 10 hot swaps: p99 during swaps vs steady, failed requests
 	$(PY) -m bench.swap --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS)

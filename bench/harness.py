@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -58,11 +59,14 @@ def rss_mib(pid: int) -> float:
 
 
 class Server:
-    """``python -m api`` on a free loopback port, with its start-up time and memory."""
+    """``python -m api`` on a free loopback port, with its start-up time and memory. Its
+    inference log is a SQLite file of its own (removed on stop) unless ``env`` names a
+    database: a benchmark never writes its rows into the user's log."""
 
     def __init__(self, artefacts: Path, env: Mapping[str, str], cwd: Path = REPO) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.scratch = Path(tempfile.mkdtemp(prefix="tagger-bench-log-"))
         started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "api"],
@@ -73,6 +77,7 @@ class Server:
                 "API_PORT": str(self.port),
                 "API_LOG_LEVEL": "warning",
                 "API_POLL_INTERVAL_S": "0.2",
+                "API_DATABASE_URL": f"sqlite:///{self.scratch / 'inference.db'}",
                 **env,
             },
             stdout=subprocess.DEVNULL,
@@ -80,6 +85,7 @@ class Server:
         )
         while http_status(f"{self.url}/ready") != 200:
             if self.proc.poll() is not None or time.monotonic() - started > 120:
+                self.stop()
                 raise RuntimeError("the API did not become ready")
             time.sleep(0.02)
         self.ready_s = round(time.monotonic() - started, 2)
@@ -89,9 +95,10 @@ class Server:
         return rss_mib(self.proc.pid)
 
     def stop(self) -> None:
-        """Terminate the API and wait for it."""
+        """Terminate the API and wait for it; remove its scratch folder."""
         self.proc.terminate()
         self.proc.wait(timeout=30)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def parse_wrk(stdout: str, concurrency: int) -> dict[str, Any]:

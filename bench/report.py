@@ -22,6 +22,7 @@ KINDS = frozenset(
         "api_overhead",
         "startup",
         "instrumentation",
+        "prediction_log",
     }
 )
 
@@ -47,7 +48,8 @@ def _at(results: dict[str, Any], mode: str, concurrency: int) -> dict[str, Any] 
 
 def check(results: dict[str, Any], targets: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target against the figures, in a fixed order: per mode (raw rate, errors, swap),
-    then the comparisons between modes, latencies, start-up, instrumentation."""
+    then the comparisons between modes, latencies, start-up, instrumentation, the inference
+    log per database."""
     checks: list[dict[str, Any]] = []
 
     def add(name: str, value: Any, ok: bool) -> None:
@@ -115,6 +117,13 @@ def check(results: dict[str, Any], targets: dict[str, Any]) -> list[dict[str, An
             value = cost[key]
             ok = value is not None and value <= obs["max_pct"]
             add(f"instrumentation {key} <= {obs['max_pct']}", value, ok)
+    log = targets["prediction_log"]
+    for database, cost in results.get("prediction_log", {}).get("cost", {}).items():
+        for key in log["figures"]:
+            if key in cost:
+                value = cost[key]
+                ok = value is not None and value <= log["max_pct"]
+                add(f"inference log ({database}) {key} <= {log['max_pct']}", value, ok)
     return checks
 
 
@@ -196,5 +205,31 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"cost, on vs off (median of the rounds' ratios): {instrumentation['cost']}")
         if "control" in instrumentation:
             print(f"control, off2 vs off (the noise floor): {instrumentation['control']}")
+    if results.get("prediction_log"):
+        print_prediction_log(results["prediction_log"])
     for c in results["checks"]:
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']}")
+
+
+def print_prediction_log(result: dict[str, Any]) -> None:
+    """The inference log experiment: medians per server and level, then the cost of each
+    database and the control."""
+    print(
+        f"\ninference log ({result['rounds']} rounds of fresh processes, {result['duration_s']} s "
+        "a level; off = API_PREDICTION_LOG_SAMPLE=0 and API_LIVE_REFRESH_S=0, off2 the same "
+        "again); medians:"
+    )
+    print(f"{'':<9} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'errors':>7}")
+    for name, by_level in result["medians"].items():
+        for level, row in by_level.items():
+            print(
+                f"{name:<9} {level:>5} {row['throughput']:>8.1f} {row['p50_ms']:>8.2f} "
+                f"{row['errors']:>7}"
+            )
+    for name, cost in result["cost"].items():
+        print(
+            f"log on ({name}) vs off, median of the rounds' ratios: {cost}; rows logged "
+            f"{result['rows_logged'][name]}, dropped {result['rows_dropped'].get(name, 0):.0f}"
+        )
+    if "control" in result:
+        print(f"control, off2 vs off (the noise floor): {result['control']}")

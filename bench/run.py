@@ -9,7 +9,9 @@
 4. the cost of the instrumentation: an API process with it (metrics on, JSON access log at
    info, as in production), one without (``API_METRICS=false``, log level warning) and a
    second one without as a control, driven in turn at concurrency 1 and 32, in rounds of fresh
-   processes; the cost is the median of the rounds' on/off ratios, the control's the noise.
+   processes; the cost is the median of the rounds' on/off ratios, the control's the noise;
+5. the cost of the inference log the same way (:mod:`bench.prediction_log`): logging off, on
+   into SQLite, on into the PostgreSQL of ``--database-url`` when given.
 Prints a table, writes the same as JSON under data/bench/, and checks the targets of
 bench/targets.toml (exit code 1 if one is missed).
 """
@@ -28,6 +30,7 @@ from bench import report
 from bench.api_modes import MODES, measure_mode, raw_runtimes
 from bench.harness import DEFAULT_ARTEFACTS, DEFAULT_OUT, newest_version, private_store
 from bench.instrumentation import instrumentation_cost
+from bench.prediction_log import log_cost
 from bench.raw import average_passes, raw_pass
 
 
@@ -67,6 +70,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="leave out its control (a second uninstrumented API, to show the noise)",
     )
     parser.add_argument(
+        "--log-rounds",
+        type=int,
+        default=6,
+        help="rounds of the inference log on/off comparison (0: skip it); its levels, seconds "
+        "and control are the instrumentation's",
+    )
+    parser.add_argument(
+        "--database-url", default=None, help="a PostgreSQL for the inference log comparison"
+    )
+    parser.add_argument("--database-password-file", type=Path, default=None)
+    parser.add_argument(
         "--targets", type=Path, default=report.TARGETS, help="the targets to check (TOML)"
     )
     return parser.parse_args(argv)
@@ -74,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def measure_api(args: argparse.Namespace, folder: Path, titles: list[str]) -> dict[str, Any]:
     """The API experiments on a private copy of the version in ``folder``: each mode, then the
-    instrumentation's cost."""
+    instrumentation's cost, then the inference log's."""
     workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
     results: dict[str, Any] = {"modes": {}}
     try:
@@ -96,6 +110,19 @@ def measure_api(args: argparse.Namespace, folder: Path, titles: list[str]) -> di
                 args.obs_rounds,
                 args.obs_duration,
                 args.threads,
+                control=not args.obs_no_control,
+            )
+        if args.log_rounds > 0:
+            print("API, inference log off vs on ...", flush=True)
+            results["prediction_log"] = log_cost(
+                store_root,
+                bodies,
+                [int(x) for x in args.obs_levels.split(",")],
+                args.log_rounds,
+                args.obs_duration,
+                args.threads,
+                args.database_url,
+                args.database_password_file,
                 control=not args.obs_no_control,
             )
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench import harness, instrumentation, report
+from bench import harness, instrumentation, prediction_log, report
 from bench.api_modes import MODES, raw_runtimes
 from bench.raw import RUNTIMES, average_passes
 from bench.run import parse_args
@@ -295,3 +295,56 @@ def test_make_bench_defaults_are_unchanged() -> None:
         3,
     )
     assert not args.obs_no_control and args.targets == report.TARGETS
+
+
+def test_log_cost_compares_each_database_with_off_in_fresh_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The inference log experiment's bookkeeping, with fake servers: a fresh SQLite file per
+    round, PostgreSQL when given, "off" without any database work, the control like "off"."""
+    rounds: list[tuple[str, ...]] = []
+    speed = {"off": 100.0, "off2": 100.0, "sqlite": 98.0, "postgres": 96.0}
+    sqlite_files: list[str] = []
+
+    @contextlib.contextmanager
+    def fake_servers(root: Path, envs: dict[str, dict[str, str]], order: tuple[str, ...]) -> Any:
+        assert envs["off"] == envs["off2"] == {**prediction_log.OFF, **envs["off"]}
+        assert envs["off"]["API_LIVE_REFRESH_S"] == "0"
+        assert envs["postgres"]["API_DATABASE_URL"] == "postgresql+psycopg://t@h/t"
+        assert envs["postgres"]["API_DATABASE_PASSWORD_FILE"] == "/pw"
+        sqlite_files.append(envs["sqlite"]["API_DATABASE_URL"])
+        rounds.append(order)
+        yield {name: type("S", (), {"url": name}) for name in order}
+
+    def fake_drive(url: str, bodies: Path, level: int, duration: int) -> dict[str, Any]:
+        return _row(level, speed[url], 100 / speed[url])
+
+    counts = iter([1000, 50, 60, 70, 1750])  # postgres before, sqlite per round, postgres after
+    monkeypatch.setattr(prediction_log, "fresh_servers", fake_servers)
+    monkeypatch.setattr(prediction_log, "drive", fake_drive)
+    monkeypatch.setattr(prediction_log, "dropped_rows", lambda url: 1.0)
+    monkeypatch.setattr(prediction_log, "logged_rows", lambda url, pw: next(counts))
+    result = prediction_log.log_cost(
+        Path("/s"), Path("/b"), [1, 32], 3, 3, 0, "postgresql+psycopg://t@h/t", Path("/pw")
+    )
+    assert rounds == harness.round_orders(["off", "sqlite", "postgres", "off2"], 3)
+    assert len(set(sqlite_files)) == 3 and all(f.startswith("sqlite:////") for f in sqlite_files)
+    assert result["cost"]["sqlite"]["c32_throughput_lower_pct"] == 2.0
+    assert result["cost"]["postgres"]["c32_throughput_lower_pct"] == 4.0
+    assert result["control"] == dict.fromkeys(result["control"], 0.0)
+    assert result["rows_logged"] == {"sqlite": 180, "postgres": 750}
+    assert result["rows_dropped"] == {"sqlite": 3.0, "postgres": 3.0}
+
+
+def test_inference_log_targets_are_checked_per_database() -> None:
+    results = _results()
+    results["prediction_log"] = {
+        "cost": {
+            "sqlite": {"c1_p50_slower_pct": 1.0, "c32_throughput_lower_pct": 2.9},
+            "postgres": {"c1_p50_slower_pct": 3.5, "c32_throughput_lower_pct": None},
+        }
+    }
+    names = _by_name(results)
+    assert names["inference log (sqlite) c32_throughput_lower_pct <= 3"]["ok"]
+    assert not names["inference log (postgres) c1_p50_slower_pct <= 3"]["ok"]
+    assert not names["inference log (postgres) c32_throughput_lower_pct <= 3"]["ok"]

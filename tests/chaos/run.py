@@ -6,7 +6,9 @@ BERT, seconds per run) are SIGKILLed at random moments, weighted towards publish
 at once; a rollback races a publish; published versions are corrupted (a byte flipped, a file
 truncated, a file deleted); ``LATEST`` is broken (garbage, not UTF-8, naming a missing
 version, broken during a run); the disk fills up during staging (a real tmpfs when running as
-root, else an injected ENOSPC); the API is killed and restarted during a swap.
+root, else an injected ENOSPC); the API is killed and restarted during a swap; the API's
+inference log (SQLite, on a small tmpfs of its own when running as root) fills its disk under a
+load of concurrent predictions, then gets the space back.
 
 After each scenario: ``LATEST`` names a version that verifies and is recorded as promoted,
 and so did every value it took meanwhile; the API serves that version; every version the
@@ -29,6 +31,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -215,11 +218,12 @@ class Zygote:
 
 # ---- the API and its client ---------------------------------------------------------------
 class Api:
-    def __init__(self, store: Path, logs: Path) -> None:
+    def __init__(self, store: Path, logs: Path, database: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.store = store
         self.logs = logs
+        self.database = database
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -234,6 +238,7 @@ class Api:
             "API_POLL_INTERVAL_S": "0.1",
             "API_TORCH_THREADS": "1",
             "API_LOG_LEVEL": "info",
+            "API_DATABASE_URL": f"sqlite:///{self.database}",
         }
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -260,6 +265,15 @@ class Api:
 
     def model(self) -> dict[str, Any]:
         return dict(httpx.get(self.url + "/model", timeout=10).json())
+
+    def dropped_rows(self) -> float:
+        """The inference log rows it dropped since it started (every reason)."""
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("tagger_prediction_log_dropped_total")
+        )
 
     def serves(self, version: str | None, timeout: float = 30) -> str | None:
         """Wait until ``/model`` names ``version``; return what it names in the end."""
@@ -335,6 +349,67 @@ class Client(threading.Thread):
             self.pause_requested.clear()
 
 
+class LogLoad:
+    """Concurrent clients posting batches of long titles, each request with the id
+    ``chaos-log-PHASE-CLIENT-N``; answers and failures counted per phase."""
+
+    PREFIX = "chaos-log"
+    TITLE = "Why does my long-running job " + "keep writing rows to a full disk " * 40
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url = url
+        self.phase = "before"
+        self.ok: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def _run(self, n: int) -> None:
+        texts = [f"{self.TITLE[:1800]} ({n})"] * 8
+        with httpx.Client(timeout=30) as http:
+            i = 0
+            while not self.stop_event.is_set():
+                phase, i = self.phase, i + 1
+                try:
+                    response = http.post(
+                        self.url + "/predict",
+                        json={"texts": texts},
+                        headers={"X-Request-ID": f"{self.PREFIX}-{phase}-{n}-{i}"},
+                    )
+                    failure = None
+                    if response.status_code != 200:
+                        failure = f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    failure = f"{type(exc).__name__}: {exc}"
+                with self.lock:
+                    if failure is None:
+                        self.ok[phase] += 1
+                    else:
+                        self.failures.append(failure)
+
+
+def _logged(database: Path, prefix: str) -> int:
+    """Distinct requests whose id starts with ``prefix`` in the inference log at ``database``."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        (count,) = conn.execute(
+            "SELECT count(DISTINCT request_id) FROM predictions WHERE request_id LIKE ?",
+            (prefix + "%",),
+        ).fetchone()
+    return int(count)
+
+
 class LatestWatcher(threading.Thread):
     """Records every value ``LATEST`` takes (read every 10 ms, lock-free like the API)."""
 
@@ -354,17 +429,27 @@ class LatestWatcher(threading.Thread):
 
 # ---- the suite ------------------------------------------------------------------------------
 class Chaos:
-    def __init__(self, work: Path, store_dir: Path, rng: random.Random, tmpfs: bool) -> None:
+    def __init__(
+        self,
+        work: Path,
+        store_dir: Path,
+        rng: random.Random,
+        tmpfs: bool,
+        log_dir: Path | None = None,
+        log_tmpfs: bool = False,
+    ) -> None:
         self.work = work
         self.rng = rng
         self.tmpfs = tmpfs
+        self.log_dir = log_dir or work
+        self.log_tmpfs = log_tmpfs
         self.logs = work / "logs"
         self.logs.mkdir()
         self.store = ArtefactStore(store_dir)
         self.results: list[tuple[str, bool, str]] = []
         self.kills: list[tuple[str, str, float]] = []  # (mode, phase, seconds into the run)
         self.zygote = Zygote(self.logs)
-        self.api = Api(store_dir, self.logs)
+        self.api = Api(store_dir, self.logs, self.log_dir / "inference.db")
         self.client = Client(self.api)
         self.watcher = LatestWatcher(self.store)
         self.failures_before = 0  # client failures before the current scenario
@@ -739,6 +824,53 @@ class Chaos:
             expect("quantiz" in text, f"not stopped at the quantization: {text[-800:]}")
         return f"{how}: exit 1, one line, nothing published; {self.check(True)} still served"
 
+    def log_disk_full(self) -> str:
+        """The inference log's SQLite file on a full disk (its own small tmpfs) while 16
+        clients send predictions with known request ids; then the space comes back."""
+        dropped_before = self.api.dropped_rows()
+        load = LogLoad(self.api.url, clients=16)
+        load.start()
+        ballast = self.log_dir / "ballast"
+        try:
+            time.sleep(1)
+            stat = os.statvfs(self.log_dir)
+            with ballast.open("wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, stat.f_bavail * stat.f_frsize)
+            load.phase = "full"
+            full_at = time.monotonic()
+            # The WAL takes writes into the room it already has: wait for the first failed
+            # write (the clients' long titles use that room up in seconds).
+            while self.api.dropped_rows() == dropped_before:
+                expect(time.monotonic() - full_at < 60, "no row dropped 60 s into a full disk")
+                time.sleep(0.2)
+            first_drop_s = time.monotonic() - full_at
+            time.sleep(3)
+            dropped = self.api.dropped_rows() - dropped_before
+        except BaseException:
+            load.stop()
+            raise
+        finally:
+            ballast.unlink(missing_ok=True)
+        load.phase = "freed"
+        freed_at = time.monotonic()
+        time.sleep(8)  # the writer waits at most 5 s between tries while the disk is full
+        load.stop()
+        expect(not load.failures, f"{len(load.failures)} failed predictions: {load.failures[:3]}")
+        answered = load.ok.get("freed", 0)
+        expect(answered > 0, "no prediction answered after the space was freed")
+        written = 0
+        while time.monotonic() - freed_at < 30:
+            written = _logged(self.log_dir / "inference.db", f"{LogLoad.PREFIX}-freed-")
+            if written >= answered:
+                break
+            time.sleep(0.5)
+        expect(written == answered, f"{written} rows logged of {answered} answered once freed")
+        return (
+            f"{sum(load.ok.values())} predictions from 16 clients, 0 failed; first row dropped "
+            f"{first_drop_s:.1f} s into the full disk, {dropped:.0f} dropped (counted); freed: "
+            f"all {written} requests of the next 8 s logged (8 rows each)"
+        )
+
     def kill_api_during_swap(self) -> str:
         before = self.store.latest()
         job = self.train("good")
@@ -784,14 +916,14 @@ def _replace(path: Path, content: bytes) -> None:
 
 
 @contextlib.contextmanager
-def store_folder(work: Path, tmpfs: bool) -> Iterator[tuple[Path, bool]]:
-    """A small tmpfs for the store when this process may mount one (root), else a folder."""
-    folder = work / "store"
+def tmpfs_folder(folder: Path, size: str, tmpfs: bool) -> Iterator[tuple[Path, bool]]:
+    """A small tmpfs of ``size`` at ``folder`` when this process may mount one (root), else a
+    plain folder; whether it is a tmpfs."""
     folder.mkdir()
     mounted = False
     if tmpfs and os.geteuid() == 0 and shutil.which("mount"):
         result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=384m", "tmpfs", str(folder)],
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
             capture_output=True,
             text=True,
         )
@@ -820,8 +952,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tagger-chaos-"))
     print(f"chaos: seed {args.seed}, work folder {work}", flush=True)
     ok = False
-    with store_folder(work, not args.no_tmpfs) as (store_dir, tmpfs):
-        chaos = Chaos(work, store_dir, random.Random(args.seed), tmpfs)
+    with (
+        tmpfs_folder(work / "store", "384m", not args.no_tmpfs) as (store_dir, tmpfs),
+        tmpfs_folder(work / "log", "64m", not args.no_tmpfs) as (log_dir, log_tmpfs),
+    ):
+        chaos = Chaos(work, store_dir, random.Random(args.seed), tmpfs, log_dir, log_tmpfs)
         try:
             ok = run_all(chaos, args, started)
         finally:
@@ -859,6 +994,10 @@ def run_all(chaos: Chaos, args: argparse.Namespace, started: float) -> bool:
         ("disk full before int8 quantization", lambda: chaos.disk_full("quantization")),
         ("API killed during a swap", chaos.kill_api_during_swap),
     ]
+    if chaos.log_tmpfs:
+        scenarios.insert(-1, ("inference log: SQLite on a full disk", chaos.log_disk_full))
+    else:
+        print("SKIP  inference log: SQLite on a full disk (needs root to mount a tmpfs)")
     skipped = 0
     for name, body in scenarios:
         if args.only.lower() not in name.lower():

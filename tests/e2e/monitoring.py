@@ -98,7 +98,8 @@ def main() -> int:
     assert scalar(prometheus, 'sum(up{job="tagger-api"})') == replicas
     rules = get_json(f"{prometheus}/api/v1/rules?type=alert")["data"]["groups"]
     alert_names = sorted(r["name"] for g in rules for r in g["rules"])
-    assert len(alert_names) == 5, alert_names
+    live_alerts = {"TaggerInputDrift", "TaggerLiveQualityDrop", "TaggerPredictionLogDropping"}
+    assert len(alert_names) == 8 and live_alerts <= set(alert_names), alert_names
     print("alert rules loaded:", ", ".join(alert_names))
 
     # Requests the e2e made before (and health checks) are counted already: start from what

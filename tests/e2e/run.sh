@@ -9,6 +9,14 @@
 #   the previous one serves on -> restart api: the newest servable version served ->
 #   monitoring profile with two api replicas: Prometheus scrapes both and counts exactly the
 #   requests sent; the api logs JSON lines carrying the request ids ->
+#   the inference log (tests/e2e/live.py): predictions are rows in the db service's PostgreSQL,
+#   feedback is accepted (an unknown id is a JSON 404), the live gauges reach Prometheus ->
+#   drift: an in-distribution replay leaves TaggerInputDrift silent for longer than its `for`,
+#   one window of shifted titles makes it fire -> a new tag: questions about a made-up
+#   framework reported with it through POST /feedback, a retrain --with-feedback publishes a
+#   version that puts it first on held-out titles; the live figures of both versions ->
+#   faults under 64 clients: the db stopped, started, SIGKILLed, up again: no failed
+#   prediction, dropped rows counted (TaggerPredictionLogDropping fires), rows logged again ->
 #   docker compose down -v (also on failure).
 # Talks to the services only through the port published on 127.0.0.1.
 set -euo pipefail
@@ -22,6 +30,9 @@ export API_POLL_INTERVAL_S=1
 export TRAIN_CONFIG=train-quick.yaml
 export DATASET_FILE=
 export VALID_PATH=
+# A small window refreshed often: the drift stages fill one in seconds (defaults: 1000, 15 s).
+export API_LIVE_WINDOW_ROWS=300
+export API_LIVE_REFRESH_S=2
 URL="http://127.0.0.1:${API_PORT}"
 PROM="http://127.0.0.1:${PROMETHEUS_PORT}"
 SOURCE=${E2E_DATA:-data/sample/train.tsv}
@@ -37,9 +48,11 @@ fail() {
   docker compose --profile monitoring logs --no-color --tail 50 api db prometheus >&2 || true
   exit 1
 }
+loader=
 cleanup() {
   step "docker compose down -v"
   touch "$WORK/stop"
+  if [ -n "$loader" ]; then touch "$WORK/faults/stop"; wait "$loader" 2>/dev/null || true; fi
   docker compose --profile monitoring --profile train down -v --remove-orphans >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -51,8 +64,14 @@ try: print(u.urlopen(sys.argv[1], timeout=5).status)
 except e.HTTPError as x: print(x.code)
 except Exception: print(0)' "$1"; }
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-train() {
-  docker compose run --rm -T "$@" trainer 2>"$WORK/train.log" | tee "$WORK/train.out" >&2 \
+train() {  # [docker compose run options] [-- trainer options]
+  local opts=() args=()
+  while [ "$#" -gt 0 ]; do
+    if [ "$1" = -- ]; then shift; args=("$@"); break; fi
+    opts+=("$1"); shift
+  done
+  docker compose run --rm -T "${opts[@]+"${opts[@]}"}" trainer "${args[@]+"${args[@]}"}" \
+    2>"$WORK/train.log" | tee "$WORK/train.out" >&2 \
     || { tail -20 "$WORK/train.log" >&2; fail "trainer run failed"; }
   grep -m1 'dataset' "$WORK/train.log" >&2 || true
   sed -n 's/^published \([^ ]*\) .*/\1/p' "$WORK/train.out" | tail -1
@@ -75,6 +94,7 @@ wait_db() {  # the db container healthy
   done
   fail "db not healthy after 120 s (got: ${state:-none})"
 }
+phase() { echo "$1" > "$WORK/faults/phase.tmp"; mv "$WORK/faults/phase.tmp" "$WORK/faults/phase"; }
 SECONDS=0
 
 sh database/make-secret.sh
@@ -178,6 +198,69 @@ sample = next(r for r in lines if r.get("request_id") == "e2e-0-0")
 assert sample["route"] == "/predict" and sample["status"] == 200 and sample["texts"] == 1
 print(f"{len(lines)} JSON log lines; sample:", json.dumps(sample))
 PY
+
+before_live=$SECONDS
+step "the inference log: rows in PostgreSQL, feedback, live gauges in Prometheus"
+python3 tests/e2e/live.py logging "$URL" "$PROM" || fail "the inference log or feedback"
+
+step "drift: an in-distribution replay is silent, one window of shifted titles fires"
+python3 tests/e2e/live.py drift "$URL" "$PROM" data/sample/valid.tsv "$API_LIVE_WINDOW_ROWS" \
+  || fail "TaggerInputDrift did not behave"
+
+step "a new tag from feedback: predicted, reported, retrain --with-feedback"
+python3 tests/e2e/live.py newtag-send "$URL" "$WORK" || fail "could not report the new tag"
+v4=$(train -- --with-feedback); [ -n "$v4" ] && [ "$v4" != "$v2" ] || fail "the retrain with feedback published nothing new"
+grep -m1 -i 'feedback' "$WORK/train.log" >&2 || true
+published=$SECONDS
+until [ "$(get "$URL/model" | field version)" = "$v4" ]; do
+  [ $((SECONDS - published)) -le 15 ] || fail "/model still not $v4 after 15 s (promoted?)"
+  sleep 0.2
+done
+echo "v4 = $v4 served $((SECONDS - published)) s after publishing"
+python3 tests/e2e/live.py newtag-check "$URL" "$PROM" "$WORK" "$v2" "$v4" \
+  || fail "$v4 did not learn the new tag, or the live figures of $v2 and $v4 are not both there"
+
+step "faults under 64 clients: db stopped, started, SIGKILLed, up again"
+mkdir -p "$WORK/faults"; phase steady
+dropped_before=$(python3 tests/e2e/live.py dropped "$URL")
+python3 tests/swarm/load.py "$URL" "$WORK/faults" --clients 64 --ids e2e-f > "$WORK/faults.json" &
+loader=$!
+sleep 4
+phase stopped; docker compose "${replicas[@]}" stop db >/dev/null 2>&1; sleep 6
+phase starting; docker compose "${replicas[@]}" start db >/dev/null 2>&1; wait_db
+phase up; sleep 4
+phase killed; docker compose "${replicas[@]}" kill -s SIGKILL db >/dev/null 2>&1; sleep 6
+phase recovering; docker compose "${replicas[@]}" up -d db >/dev/null 2>&1; wait_db
+phase back; sleep 6
+touch "$WORK/faults/stop"; wait "$loader"; loader=
+dropped_after=$(python3 tests/e2e/live.py dropped "$URL")
+for _ in $(seq 1 30); do  # the writer flushes every API_PREDICTION_LOG_FLUSH_S (0.5 s)
+  back_rows=$(python3 tests/e2e/live.py rows e2e-f-back-)
+  [ "$back_rows" = "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["phases"]["back"]["ok"])' "$WORK/faults.json")" ] && break
+  sleep 1
+done
+python3 - "$WORK/faults.json" "$dropped_before" "$dropped_after" "$back_rows" <<'PY' || fail "a fault of the db failed predictions, or the log did not count or resume"
+import json, sys
+load = json.load(open(sys.argv[1]))
+before, after, back_rows = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+for name in ("steady", "stopped", "starting", "up", "killed", "recovering", "back"):
+    p = load["phases"][name]
+    print(f"{name:11} {p['ok']:6} ok {p['failed']:3} failed  {p['errors'][:2]}")
+total = sum(p["ok"] for p in load["phases"].values())
+failed = sum(p["failed"] for p in load["phases"].values())
+back = load["phases"]["back"]["ok"]
+print(
+    f"faults: {total} predictions at concurrency 64 in {load['now']:.0f} s, {failed} failed; "
+    f"dropped rows counter {before:.0f} -> {after:.0f}; after the db was back: {back_rows} rows "
+    f"logged of {back} answered"
+)
+assert failed == 0, "failed predictions"
+assert after > before, "no dropped row counted"
+assert back_rows == back > 0, "not every prediction logged once the db was back"
+PY
+python3 tests/e2e/live.py firing "$PROM" TaggerPredictionLogDropping \
+  || fail "Prometheus did not fire TaggerPredictionLogDropping"
+echo "live stages took $((SECONDS - before_live)) s"
 
 step "passed in ${SECONDS} s"
 echo "e2e: 1 passed, 0 failed"

@@ -7,8 +7,10 @@ writes a snapshot (JSON) that the test script reads while it runs: per replica (
 X-Served-By header) the version it answered last and when; the current streak of answers
 naming one version; totals. At the end it prints the final snapshot as one JSON line.
 
-    python3 tests/swarm/load.py URL WORKDIR [--clients 16] [--max-seconds 1800]
-WORKDIR holds ``phase`` (read), ``stop`` (read) and ``snapshot.json`` (written).
+    python3 tests/swarm/load.py URL WORKDIR [--clients 16] [--max-seconds 1800] [--ids PREFIX]
+WORKDIR holds ``phase`` (read), ``stop`` (read) and ``snapshot.json`` (written). With
+``--ids``, every request carries the X-Request-ID PREFIX-PHASE-CLIENT-N, so the rows the
+inference log holds can be counted per phase.
 """
 
 from __future__ import annotations
@@ -76,18 +78,23 @@ class Tally:
             )
 
 
-def client(url: str, work: Path, tally: Tally, stop: threading.Event, n: int) -> None:
+def client(
+    url: str, work: Path, tally: Tally, stop: threading.Event, n: int, ids: str | None
+) -> None:
     parts = urllib.parse.urlsplit(url)
     connection: http.client.HTTPConnection | None = None
     i = n
     while not stop.is_set():
         phase = (work / "phase").read_text().strip()  # replaced atomically by the test
         body = json.dumps({"text": TITLES[i % len(TITLES)]})
+        headers = {"Content-Type": "application/json"}
+        if ids is not None:
+            headers["X-Request-ID"] = f"{ids}-{phase}-{n}-{i}"
         i += 1
         try:
             if connection is None:
                 connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
-            connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            connection.request("POST", "/predict", body, headers)
             response = connection.getresponse()
             payload = response.read()
             if response.status != 200:
@@ -108,10 +115,13 @@ def main() -> int:
     parser.add_argument("work", type=Path)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-seconds", type=float, default=1800)
+    parser.add_argument("--ids", default=None, help="request id prefix (default: none sent)")
     args = parser.parse_args()
     tally, stop = Tally(), threading.Event()
     threads = [
-        threading.Thread(target=client, args=(args.url, args.work, tally, stop, n), daemon=True)
+        threading.Thread(
+            target=client, args=(args.url, args.work, tally, stop, n, args.ids), daemon=True
+        )
         for n in range(args.clients)
     ]
     for thread in threads:

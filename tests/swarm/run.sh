@@ -7,9 +7,10 @@
 #   replica -> 16 clients poll through the edge from here on -> the trainer job again (forced
 #   promotion): every replica serves the new version within 15 s, no failed request -> docker
 #   service update --image to a rebuilt api image (start-first, one at a time): no failed request,
-#   every new replica serves -> scale to 1 and back to 3 -> the figures -> docker stack rm, its
-#   volumes and the rebuilt image removed, the node label removed if this script added it,
-#   swarm left if this script made it (also on failure).
+#   every new replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
+#   the last phase is a row in the stack's PostgreSQL (counted by request id) -> docker stack
+#   rm, its volumes and the rebuilt image removed, the node label removed if this script added
+#   it, swarm left if this script made it (also on failure).
 # Talks to the API only through the edge's port on 127.0.0.1, and to each replica through the
 # edge container (Docker's DNS, tasks.api) to read what every replica serves.
 set -euo pipefail
@@ -163,7 +164,7 @@ echo "db: $(docker service ls --filter "name=${STACK}_db" --format '{{.Replicas}
 step "every replica serves $v1; 50 answers in a row through the edge name it"
 for i in $(seq 1 60); do all_serve "$v1" 3 && break; [ "$i" -lt 60 ] || fail "replicas: $(replica_versions)"; sleep 1; done
 echo "replicas: $(replica_versions)"
-python3 tests/swarm/load.py "$URL" "$WORK" --clients "$CLIENTS" > "$WORK/load.json" &
+python3 tests/swarm/load.py "$URL" "$WORK" --clients "$CLIENTS" --ids swarm > "$WORK/load.json" &
 loader=$!
 for i in $(seq 1 120); do
   [ "$(snap 's["streak"]["version"] == "'"$v1"'" and s["streak"]["count"] >= 50')" = True ] && break
@@ -248,6 +249,19 @@ print(
     f"{phases['rolling']['ok']} requests during it, 0 failed"
 )
 PY
+
+step "the replicas log to the stack's PostgreSQL: every answer of the last phase is a row"
+db=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_db" | head -1)
+[ -n "$db" ] || fail "no running db task"
+answered=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["phases"]["three-replicas"]["ok"])' "$WORK/load.json")
+for _ in $(seq 1 30); do  # each replica's writer flushes every API_PREDICTION_LOG_FLUSH_S
+  logged=$(docker exec "$db" psql -d tagger -tAc "SELECT count(*) FROM predictions WHERE request_id LIKE 'swarm-three-replicas-%'")
+  [ "$logged" = "$answered" ] && break
+  sleep 1
+done
+echo "predictions of the last phase: $answered answered, $logged rows in PostgreSQL"
+echo "rows of the whole load: $(docker exec "$db" psql -d tagger -tAc "SELECT count(*) FROM predictions WHERE request_id LIKE 'swarm-%'") of $(python3 -c 'import json, sys; print(sum(p["ok"] for p in json.load(open(sys.argv[1]))["phases"].values()))' "$WORK/load.json") answered"
+[ "$logged" = "$answered" ] || fail "$logged rows logged of $answered predictions answered"
 
 step "passed in ${SECONDS} s"
 echo "e2e-swarm: 1 passed, 0 failed"
