@@ -5,6 +5,7 @@ slow a prediction."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -12,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert
 
 from shared.inference_log.engine import DatabaseError, database_errors, redacted
 from shared.inference_log.migrate import upgrade
@@ -157,7 +158,10 @@ class PredictionLog:
                 self._schema_ready = True
             if batch:
                 with database_errors(self._engine), self._engine.begin() as conn:
-                    conn.execute(insert(predictions), [row.values() for row in batch])
+                    if conn.dialect.name == "postgresql":
+                        _copy(conn, batch)
+                    else:
+                        conn.execute(insert(predictions), [row.values() for row in batch])
         except Exception as exc:
             # A table lost with its file (SQLite) comes back with the next upgrade.
             self._schema_ready = False
@@ -204,3 +208,31 @@ class PredictionLog:
             getattr(self._observer, method)(*args)
         except Exception:
             log.exception("inference log: the observer failed on %s", method)
+
+
+COPY_COLUMNS = (
+    "request_id",
+    "position",
+    "created_at",
+    "version",
+    "title",
+    "title_hash",
+    "tokens",
+    "unknown_tokens",
+    "top_tags",
+    "predicted",
+)
+
+
+def _copy(conn: Connection, batch: list[PredictionRow]) -> None:
+    """Write ``batch`` with PostgreSQL's COPY (psycopg's ``Cursor.copy``) in the transaction of
+    ``conn``: per row, a fraction of the server's and the client's work for an INSERT (the
+    log's cost at c=32 fell from 6.6% to the figure in docs/benchmarks.md)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    columns = ", ".join(COPY_COLUMNS)
+    with cursor.copy(f"COPY {predictions.name} ({columns}) FROM STDIN") as copy:
+        for row in batch:
+            values = row.values()
+            values["top_tags"] = json.dumps(values["top_tags"])
+            values["predicted"] = json.dumps(values["predicted"])
+            copy.write_row([values[column] for column in COPY_COLUMNS])
