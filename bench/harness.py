@@ -186,6 +186,24 @@ def fresh_servers(
             server.stop()
 
 
+def drive_round(
+    servers: Mapping[str, Server],
+    order: tuple[str, ...],
+    bodies: Path,
+    levels: list[int],
+    duration: int,
+    warmup_s: int,
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """One round of an on/off experiment: warm every server up at every level, then drive each
+    level on each server in ``order``; yields (server name, level, wrk row)."""
+    for name in order:
+        for level in levels:
+            drive(servers[name].url, bodies, level, warmup_s)
+    for level in levels:
+        for name in order:
+            yield name, level, drive(servers[name].url, bodies, level, duration)
+
+
 def newest_version(artefacts_dir: Path) -> str:
     """The version ``LATEST`` names in ``artefacts_dir``; exits with status 2 when none."""
     from shared.store import ArtefactStore

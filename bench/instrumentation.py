@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.harness import drive, fresh_servers, round_orders
+from bench.harness import drive_round, fresh_servers, round_orders
 
 INSTRUMENTED = {"API_METRICS": "true", "API_LOG_FORMAT": "json", "API_LOG_LEVEL": "info"}
 UNINSTRUMENTED = {"API_METRICS": "false", "API_LOG_LEVEL": "warning"}
@@ -46,14 +46,9 @@ def instrumentation_cost(
     runs: dict[str, Runs] = {name: {level: [] for level in levels} for name in envs}
     for rep, order in enumerate(round_orders(list(envs), rounds)):
         with fresh_servers(store_root, envs, order) as servers:
-            for name in order:
-                for level in levels:
-                    drive(servers[name].url, bodies, level, WARMUP_S)
-            for level in levels:
-                for name in order:
-                    row = drive(servers[name].url, bodies, level, duration)
-                    runs[name][level].append(row)
-                    print(json.dumps({"instrumentation": name, "round": rep, **row}), flush=True)
+            for name, level, row in drive_round(servers, order, bodies, levels, duration, WARMUP_S):
+                runs[name][level].append(row)
+                print(json.dumps({"instrumentation": name, "round": rep, **row}), flush=True)
     result: dict[str, Any] = {"rounds": rounds, "duration_s": duration, "medians": medians(runs)}
     for key, name in (("cost", "on"), ("control", "off2")):
         if name in runs:

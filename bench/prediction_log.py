@@ -27,7 +27,7 @@ from bench import report
 from bench.harness import (
     DEFAULT_ARTEFACTS,
     DEFAULT_OUT,
-    drive,
+    drive_round,
     fresh_servers,
     newest_version,
     private_store,
@@ -118,14 +118,10 @@ def log_cost(
         for rep, order in enumerate(round_orders(names, rounds)):
             envs = envs_for(workdir, database_url, password_file, threads, rep)
             with fresh_servers(store_root, envs, order) as servers:
-                for name in order:
-                    for level in levels:
-                        drive(servers[name].url, bodies, level, WARMUP_S)
-                for level in levels:
-                    for name in order:
-                        row = drive(servers[name].url, bodies, level, duration)
-                        runs[name][level].append(row)
-                        print(json.dumps({"log": name, "round": rep, **row}), flush=True)
+                rows_of_round = drive_round(servers, order, bodies, levels, duration, WARMUP_S)
+                for name, level, row in rows_of_round:
+                    runs[name][level].append(row)
+                    print(json.dumps({"log": name, "round": rep, **row}), flush=True)
                 for name in ("sqlite", "postgres"):
                     if name in servers:
                         dropped[name] = dropped.get(name, 0) + dropped_rows(servers[name].url)

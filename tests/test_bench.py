@@ -242,7 +242,7 @@ def test_instrumentation_cost_drives_fresh_servers_each_round_and_compares_with_
         return _row(level, speed[url], 100 / speed[url])
 
     monkeypatch.setattr(instrumentation, "fresh_servers", fake_servers)
-    monkeypatch.setattr(instrumentation, "drive", fake_drive)
+    monkeypatch.setattr(harness, "drive", fake_drive)
     result = instrumentation.instrumentation_cost(Path("/s"), Path("/b"), [1, 32], 4, 3, 0)
     assert rounds == harness.round_orders(["on", "off", "off2"], 4)
     assert result["cost"]["c32_throughput_lower_pct"] == 10.0
@@ -321,7 +321,7 @@ def test_log_cost_compares_each_database_with_off_in_fresh_rounds(
 
     counts = iter([1000, 50, 60, 70, 1750])  # postgres before, sqlite per round, postgres after
     monkeypatch.setattr(prediction_log, "fresh_servers", fake_servers)
-    monkeypatch.setattr(prediction_log, "drive", fake_drive)
+    monkeypatch.setattr(harness, "drive", fake_drive)
     monkeypatch.setattr(prediction_log, "dropped_rows", lambda url: 1.0)
     monkeypatch.setattr(prediction_log, "logged_rows", lambda url, pw: next(counts))
     result = prediction_log.log_cost(
