@@ -101,7 +101,7 @@ def test_abort_clears_the_candidate_and_is_a_compare_and_swap(tmp_path: Path) ->
 
 
 def test_replace_supersedes_and_set_latest_to_the_candidate_clears_it(tmp_path: Path) -> None:
-    store, (stable, first, second) = store_with(tmp_path, 3)
+    store, (_stable, first, second) = store_with(tmp_path, 3)
     store.set_candidate(first, SHADOW)
     with pytest.raises(ArtefactError, match=f"{first} is the shadow candidate; abort it first"):
         store.set_candidate(second, SHADOW)
@@ -144,14 +144,14 @@ def test_refusals_are_one_line_and_change_nothing(
 def test_a_corrupted_version_is_never_made_the_candidate_nor_promoted(tmp_path: Path) -> None:
     store, (stable, good, bad) = store_with(tmp_path, 3)
     corrupt(store, bad)
-    with pytest.raises(ArtefactError, match="model.safetensors"):
+    with pytest.raises(ArtefactError, match=r"model\.safetensors"):
         store.set_candidate(bad, SHADOW)
     assert store.candidate() is None and store.promotion(bad).status == PENDING
     store.set_candidate(good, SHADOW)
     with pytest.raises(ArtefactError, match=f"the candidate is {good} \\(shadow\\), not {bad}"):
         store.promote_candidate(bad, "x")
     corrupt(store, good)  # broken after it was set: promoting it is refused
-    with pytest.raises(ArtefactError, match="model.safetensors"):
+    with pytest.raises(ArtefactError, match=r"model\.safetensors"):
         store.promote_candidate(good, "x")
     assert store.latest() == stable and store.promotion(good).status == SHADOW
 
@@ -167,7 +167,7 @@ def test_nothing_to_stand_beside_without_latest(tmp_path: Path) -> None:
 def test_records_are_written_before_the_pointer_moves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store, (stable, new) = store_with(tmp_path, 2)
+    store, (_stable, new) = store_with(tmp_path, 2)
     written: list[str] = []
     real = rollout.write_atomic
 
@@ -191,7 +191,7 @@ def test_records_are_written_before_the_pointer_moves(
 def test_a_promotion_cut_short_leaves_a_stale_candidate_the_next_change_removes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store, (stable, new, other) = store_with(tmp_path, 3)
+    store, (_stable, new, other) = store_with(tmp_path, 3)
     store.set_candidate(new, CANARY, fraction=0.1)
 
     def crash(root: Path) -> None:
@@ -249,7 +249,7 @@ def test_an_unreadable_candidate_is_one_error_that_abort_mends(
 
 
 def test_invalid_fields_on_disk_are_refused(tmp_path: Path) -> None:
-    store, (stable, new) = store_with(tmp_path, 2)
+    store, (_stable, new) = store_with(tmp_path, 2)
     store.set_candidate(new, CANARY, fraction=0.1)
     for field, value, problem in [
         ("fraction", 0.0, "a canary needs a fraction"),
@@ -275,7 +275,7 @@ def test_stray_temp_files_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
 
 # ---- records and retention -------------------------------------------------------------------
 def test_record_history_is_kept_and_bounded(tmp_path: Path) -> None:
-    store, (stable, new) = store_with(tmp_path, 2)
+    store, (_stable, new) = store_with(tmp_path, 2)
     for i in range(records.HISTORY_LIMIT + 5):
         store.set_candidate(new, SHADOW, sample=round(0.01 * i, 2), reason=f"step {i}")
     record = store.promotion(new)
@@ -376,7 +376,7 @@ def test_settle_promotes_the_first_model_and_rejects_a_failing_one_whatever_the_
 
 
 def test_settle_regates_when_latest_moves_before_the_candidate_is_set(tmp_path: Path) -> None:
-    store, (stable, moved_to, mine) = store_with(tmp_path, 3)
+    store, (_stable, moved_to, mine) = store_with(tmp_path, 3)
     decision = passing_gate(store)
     store.set_latest(moved_to)  # another writer, between the gate and the decision
     gates: list[str | None] = []
