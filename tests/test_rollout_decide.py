@@ -18,6 +18,7 @@ from shared.inference_log.schema import predictions
 from shared.live import agreement
 from shared.store import ABORTED, PROMOTED, SHADOW, ArtefactError, ArtefactStore
 from tests.conftest import publish
+from tests.test_cli import tagger
 from tests.test_inference_log import log_rows, row
 from trainer.config import ConfigError
 from trainer.rollout import Policy, compare, decide
@@ -213,3 +214,27 @@ def test_a_policy_out_of_range_is_one_readable_error() -> None:
         Policy(min_agreement=1.5)
     with pytest.raises(ConfigError, match="min_requests"):
         Policy(min_requests=0)
+
+
+def test_tagger_versions_compare_and_decide_on_the_log(
+    engine: Engine, store: ArtefactStore, tmp_path: Path
+) -> None:
+    stable, candidate = versions(store)
+    traffic(engine, store, texts=30, feedback=30, truth=["python", "pandas"])
+    env = {"TRAINER_DATABASE_URL": str(engine.url)}
+    where = ["versions", "--artefacts-dir", str(store.root)]
+    shown = tagger(*where, "compare", "--window-s", "600", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"candidate {candidate} (shadow" in shown.stdout
+    assert table(shown.stdout)["paired texts"] == ["30", "30"]
+    waiting = tagger(*where, "decide", env=env)
+    assert (waiting.returncode, waiting.stdout) == (
+        0,
+        f"waiting: 30/500 paired texts of "
+        f"{candidate} beside {stable} (top-1 agreement 1.000 on 30 paired texts)\n",
+    )
+    bad = tagger(*where, "decide", "--min-agreement", "2", env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: min_agreement must be in 0..1")
+    done = tagger(*where, "decide", "--min-requests", "30", env=env)
+    assert done.returncode == 0 and done.stdout.startswith(f"promoted {candidate}")
+    assert store.latest() == candidate
