@@ -106,7 +106,7 @@ def test_compare_shows_the_candidate_beside_the_served_version(
     report = compare(store, engine, window_s=0)
     lines = table(report)
     assert f"candidate {candidate} (shadow, sample 0.5, since " in report
-    assert f"served {stable}" in report and "the newest 20000 rows" in report
+    assert f"served    {stable} (LATEST)" in report and "window: the newest 20000 rows" in report
     assert lines["texts answered"][-2:] == ["20", "0"]
     assert lines["texts shadow-scored"][-2:] == ["0", "20"]
     assert lines["compute ms p50"][-2:] == ["14.0", "5.0"]
