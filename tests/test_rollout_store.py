@@ -29,8 +29,6 @@ from shared.store import (
     new_version_name,
 )
 from tests.conftest import corrupt, publish, tiny_config
-from trainer.promotion import settle_promotion
-from trainer.versions import main as versions_main
 
 
 def store_with(tmp_path: Path, n: int) -> tuple[ArtefactStore, list[str]]:
@@ -163,6 +161,22 @@ def test_nothing_to_stand_beside_without_latest(tmp_path: Path) -> None:
         store.set_candidate(version, SHADOW)
 
 
+def test_every_move_waits_for_the_store_lock(tmp_path: Path) -> None:
+    store, (_stable, new) = store_with(tmp_path, 2)
+    holder = ArtefactStore(tmp_path, lock_timeout_s=0)
+    impatient = ArtefactStore(tmp_path, lock_timeout_s=0)
+    store.set_candidate(new, SHADOW)
+    with holder.lock():
+        for move in (
+            lambda: impatient.set_candidate(new, CANARY, fraction=0.1),
+            lambda: impatient.promote_candidate(new, "test"),
+            lambda: impatient.abort_candidate("test"),
+        ):
+            with pytest.raises(ArtefactError, match="store lock"):
+                move()
+    assert impatient.abort_candidate("free again") == new
+
+
 # ---- crash points ----------------------------------------------------------------------------
 def test_records_are_written_before_the_pointer_moves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -191,6 +205,8 @@ def test_records_are_written_before_the_pointer_moves(
 def test_a_promotion_cut_short_leaves_a_stale_candidate_the_next_change_removes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from trainer.versions import main as versions_main
+
     store, (_stable, new, other) = store_with(tmp_path, 3)
     store.set_candidate(new, CANARY, fraction=0.1)
 
@@ -226,6 +242,8 @@ def test_a_promotion_cut_short_leaves_a_stale_candidate_the_next_change_removes(
 def test_an_unreadable_candidate_is_one_error_that_abort_mends(
     tmp_path: Path, content: bytes | None, problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from trainer.versions import main as versions_main
+
     store, (stable, new) = store_with(tmp_path, 2)
     path = tmp_path / CANDIDATE_FILE
     if content is None:
@@ -339,12 +357,15 @@ def test_two_operators_in_two_processes_never_break_a_pointer(tmp_path: Path) ->
 
 
 # ---- the trainer's rollout setting ---------------------------------------------------------
+# (trainer modules imported in the tests: the operators' processes above import this module)
 def passing_gate(store: ArtefactStore) -> dict[str, Any]:
     return {"previous": store.latest(), "promoted": True, "reason": "micro-F1 0.9 >= 0.8"}
 
 
 @pytest.mark.parametrize("mode", [SHADOW, CANARY])
 def test_settle_publishes_a_passing_version_as_the_candidate(tmp_path: Path, mode: str) -> None:
+    from trainer.promotion import settle_promotion
+
     store, (stable, earlier, mine) = store_with(tmp_path, 3)
     store.set_candidate(earlier, SHADOW)  # an earlier run's candidate: replaced
     decision = settle_promotion(
@@ -362,6 +383,8 @@ def test_settle_publishes_a_passing_version_as_the_candidate(tmp_path: Path, mod
 def test_settle_promotes_the_first_model_and_rejects_a_failing_one_whatever_the_rollout(
     tmp_path: Path,
 ) -> None:
+    from trainer.promotion import settle_promotion
+
     store = ArtefactStore(tmp_path)
     first = publish(store, keep_claim=True)
     decision = settle_promotion(
@@ -376,6 +399,8 @@ def test_settle_promotes_the_first_model_and_rejects_a_failing_one_whatever_the_
 
 
 def test_settle_regates_when_latest_moves_before_the_candidate_is_set(tmp_path: Path) -> None:
+    from trainer.promotion import settle_promotion
+
     store, (_stable, moved_to, mine) = store_with(tmp_path, 3)
     decision = passing_gate(store)
     store.set_latest(moved_to)  # another writer, between the gate and the decision
