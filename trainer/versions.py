@@ -5,7 +5,6 @@ the candidate, compare it with the served version on live traffic, and decide by
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 from shared.settings import DEFAULT_ARTEFACTS_DIR, STORE_ENV
@@ -186,12 +185,11 @@ def _latest_or_none(store: ArtefactStore) -> str | None:
 def live_decision(store: ArtefactStore, args: argparse.Namespace) -> int:
     """``compare`` and ``decide``: the figures come from the inference log
     (:mod:`trainer.rollout`)."""
-    from shared.inference_log import connect, upgrade
+    from shared.inference_log import connect  # SQL only when asked
+    from trainer import rollout
 
-    rollout = importlib.import_module("trainer.rollout")  # its SQL and figures only when asked
     engine = connect(args.database_url, load_settings().database_password_file)
     try:
-        upgrade(engine)
         if args.command == "compare":
             print(rollout.compare(store, engine, args.window_s))
         else:
