@@ -20,10 +20,12 @@ from shared.inference_log.queries import (
     recent_versions,
     window,
 )
-from shared.inference_log.rows import PredictionRow, title_hash
+from shared.inference_log.rows import ROLE_ANSWER, ROLE_SHADOW, PredictionRow, title_hash
 from shared.inference_log.writer import LogObserver, PredictionLog
 
 __all__ = [
+    "ROLE_ANSWER",
+    "ROLE_SHADOW",
     "DatabaseError",
     "FeedbackResult",
     "LabelledRow",
