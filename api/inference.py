@@ -11,9 +11,9 @@ A batch runs entirely on one model, so every answer names the version that compu
 across a hot swap. A job names its target: the served version (None), or a loaded version by
 name, either pinned by the caller (:class:`VersionNotLoaded` when it is gone by compute time)
 or chosen by the canary (answered by the served version when the candidate is gone). A batch
-holds the jobs of one target only; the others keep their places in the queue. A request whose client went away
-is dropped before it is computed. When more than ``queue_depth`` texts wait, new requests are
-refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``).
+holds the jobs of one target only; the others keep their places in the queue. A request whose
+client went away is dropped before it is computed. When more than ``queue_depth`` texts wait,
+new requests are refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``).
 
 With batching off, each request runs its own forward pass on the same single worker thread
 (the naive design; kept for comparison in ``make bench``); the same ``queue_depth`` bound

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from api.settings import ApiSettings
 from shared.inference_log import (
+    ROLE_SHADOW,
     FeedbackResult,
     LogObserver,
     PredictionLog,
@@ -27,8 +28,6 @@ from shared.inference_log import (
 )
 from shared.live import Agreement
 from shared.predictor import Prediction
-
-SHADOW_ROLE = "shadow"  # the predictions table's role of a row scored off the response path
 
 
 @dataclass
@@ -107,7 +106,7 @@ class InferenceLog:
             [
                 dataclasses.replace(
                     row,
-                    role=SHADOW_ROLE,
+                    role=ROLE_SHADOW,
                     agree_top1=one.top1,
                     jaccard=one.jaccard,
                     score_delta=one.score_delta,

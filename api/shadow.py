@@ -176,11 +176,7 @@ class ShadowRunner:
             self.observer.observe_shadow(outcome, texts)
 
     def _may_run(self) -> bool:
-        return (
-            not self.served_waiting()
-            and self.busy.idle
-            and self.busy.share() < self.max_busy
-        )
+        return not self.served_waiting() and self.busy.idle and self.busy.share() < self.max_busy
 
     async def _run(self) -> None:
         while True:
@@ -258,4 +254,3 @@ class ShadowRunner:
             self.inference_log.record_shadow(
                 job.request_id, job.texts, version, rows, compute_ms, found
             )
-
