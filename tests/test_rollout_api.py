@@ -7,8 +7,8 @@ candidate never touching the served version."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from fastapi.testclient import TestClient
 import api.shadow
 from api.busy import BusyMeter
 from api.inference import InferenceService, VersionNotLoaded
-from api.model_manager import ModelManager
+from api.model_manager import LoadedModel, ModelManager
 from api.shadow import MAX_SHADOW_TEXTS, ShadowRunner
 from shared.live import canary_share
+from shared.predictor import Prediction, TagScore
 from shared.store import CANDIDATE_FILE, ArtefactStore, Candidate
 from tests.conftest import assert_error, clone_version, corrupt, make_client, wait_for
 from tests.test_batching import FakePredictor, loaded, wait_entered
@@ -168,6 +169,45 @@ def test_shadow_passes_wait_for_served_requests_and_cover_the_other_version() ->
     asyncio.run(scenario())
 
 
+class ScoredFake(FakePredictor):
+    """Tags every text ``python`` with one fixed score, deciding ``tags``."""
+
+    def __init__(self, version: str, score: float, tags: list[str]) -> None:
+        super().__init__(version)
+        self.score, self.tags = score, tags
+
+    def predict(self, texts: Sequence[str], top_k: int = 5) -> list[Prediction]:
+        super().predict(texts, top_k)
+        return [Prediction([TagScore("python", self.score)], list(self.tags)) for _ in texts]
+
+
+def fake_model(version: str, score: float, tags: list[str]) -> LoadedModel:
+    return LoadedModel(version, ScoredFake(version, score, tags), {}, {}, {}, "")  # type: ignore[arg-type]
+
+
+def test_comparisons_are_the_candidate_against_the_served_version_whichever_answered() -> None:
+    async def scenario() -> None:
+        manager = fake_manager("canary", fraction=0.5)
+        manager.current = served = fake_model(STABLE, 0.9, ["python"])
+        manager.candidate = canary = fake_model(CANDIDATE, 0.6, ["python", "pandas"])
+        shadow, executor = runner(manager, [False])
+        stable_job = shadow.job_for("r1", ["x"], 1, served, served.predictor.predict(["x"]), False)
+        canary_job = shadow.job_for("r2", ["x"], 1, canary, canary.predictor.predict(["x"]), False)
+        assert stable_job is not None and not stable_job.candidate_answered
+        assert canary_job is not None and canary_job.candidate_answered
+        assert (stable_job.other, canary_job.other) == (CANDIDATE, STABLE)
+        shadow.enqueue(stable_job)
+        shadow.enqueue(canary_job)
+        await until(lambda: shadow.stats.compared == 2)
+        stats = shadow.stats
+        assert stats.top1_agreed == 2 and stats.jaccard_sum == pytest.approx(1.0)  # 2 x 0.5
+        assert stats.score_delta_sum == pytest.approx(2 * (0.6 - 0.9))
+        await shadow.close()
+        executor.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_shadow_texts_are_shed_when_the_model_is_busy_or_the_queue_is_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -243,8 +283,19 @@ def test_shadow_scores_beside_the_served_version_and_logs_the_comparison(
         assert answer.status_code == 200 and answer.json()["model_version"] == stable
         wait_for(lambda: model_info(c)["shadow"]["scored"] == 2, what="shadow scored")
         info = model_info(c)
-        flush(c)
         metrics = scrape(c)
+        # Shadow -> canary on the same version: the loaded candidate stays (no reload) and
+        # a request it answers is scored again by the served version.
+        manager: ModelManager = c.app.state.manager  # type: ignore[attr-defined]
+        held = manager.candidate
+        store.set_candidate(cand, "canary", sample=1.0, fraction=0.99)
+        wait_for(lambda: model_info(c)["candidate"]["mode"] == "canary", what="canary")
+        assert manager.candidate is held
+        key = next(k for k in (f"k{i}" for i in range(100)) if canary_share(k) < 0.99)
+        canary = post(c, {"X-Request-ID": "req-2", "X-Rollout-Key": key})
+        assert canary.json()["model_version"] == cand
+        wait_for(lambda: model_info(c)["shadow"]["scored"] == 4, what="shadow scored")
+        flush(c)
     assert info["loaded_versions"] == [stable, cand]
     assert info["candidate"]["mode"] == "shadow" and info["candidate"]["error"] is None
     # A copy of the served weights: every comparison agrees.
@@ -252,19 +303,27 @@ def test_shadow_scores_beside_the_served_version_and_logs_the_comparison(
         "compared": 2,
         "top1_rate": 1.0,
         "mean_jaccard": 1.0,
-        "mean_score_delta": 0.0,
+        "mean_score_delta": pytest.approx(0.0, abs=1e-4),
     }
     rows = rows_of(db, "predictions")
+    logged = sorted((r["request_id"], r["role"], r["position"], r["version"]) for r in rows)
+    assert logged == [
+        ("req-1", "answer", 0, stable),
+        ("req-1", "answer", 1, stable),
+        ("req-1", "shadow", 0, cand),
+        ("req-1", "shadow", 1, cand),
+        ("req-2", "answer", 0, cand),
+        ("req-2", "answer", 1, cand),
+        ("req-2", "shadow", 0, stable),
+        ("req-2", "shadow", 1, stable),
+    ]
     answers = [r for r in rows if r["role"] == "answer"]
     shadows = [r for r in rows if r["role"] == "shadow"]
-    assert [(r["version"], r["position"]) for r in answers] == [(stable, 0), (stable, 1)]
-    assert [(r["version"], r["position"]) for r in shadows] == [(cand, 0), (cand, 1)]
     assert all(r["compute_ms"] > 0 for r in rows)
     assert all(r["agree_top1"] is None and r["jaccard"] is None for r in answers)
     assert all(r["agree_top1"] == 1 and r["jaccard"] == 1.0 for r in shadows)
-    assert [json.loads(r["top_tags"]) for r in shadows] == [
-        json.loads(r["top_tags"]) for r in answers
-    ]
+    assert all(r["score_delta"] == pytest.approx(0.0, abs=1e-6) for r in shadows)
+    assert sorted(r["top_tags"] for r in shadows) == sorted(r["top_tags"] for r in answers)
     assert metrics[("tagger_candidate_info", (("mode", "shadow"), ("version", cand)))] == 1
     assert metrics[("tagger_shadow_texts_total", (("outcome", "scored"),))] == 2
     assert metrics[("tagger_rollout_top1_agreement_total", (("result", "agree"),))] == 2
