@@ -1,13 +1,14 @@
 """The inference log's rollout columns: revision 0002 upgrading a 0001 database that holds
 rows, answer and shadow rows written by the writer and read back (SQLite files, and the local
-PostgreSQL's COPY path when $TAGGER_TEST_POSTGRES_URL names a database to use), and feedback
-labelling the answer row, never its shadow."""
+PostgreSQL's COPY path when $TAGGER_TEST_POSTGRES_URL names a database to use), feedback
+labelling the answer row, never its shadow, and the rows a rollout decision reads."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from shared.inference_log import (
     PredictionRow,
     connect,
     record_feedback,
+    rollout_rows,
     upgrade,
     window,
 )
@@ -153,3 +155,54 @@ def test_feedback_labels_the_answer_row_even_when_its_shadow_is_newer(sqlite: En
 def test_a_row_names_a_known_role() -> None:
     with pytest.raises(ValueError, match="role 'canary'"):
         replace(row("r"), role="canary")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def either(request: pytest.FixtureRequest) -> Engine:
+    """A SQLite file, then the PostgreSQL database (when there is one)."""
+    engine: Engine = request.getfixturevalue(request.param)
+    return engine
+
+
+def test_rollout_rows_pair_answers_with_their_shadows_either_way(either: Engine) -> None:
+    upgrade(either)
+    at = [T0 + timedelta(minutes=i) for i in range(6)]
+    shadowed = replace(row("a", at=at[0]), compute_ms=10.0)  # v1 answered, v2 shadowed it
+    canary = replace(row("b", at=at[1], version="v2"), compute_ms=20.0)  # v2 answered (canary)
+    canary_shadow = replace(
+        shadow_of(canary, version="v1"), agree_top1=True, jaccard=1.0, score_delta=0.2
+    )
+    third = row("c", at=at[2], version="v3")  # another candidate's shadow of v1: not ours
+    log_rows(
+        either,
+        [
+            shadowed,
+            shadow_of(shadowed),
+            canary,
+            canary_shadow,
+            row("c", at=at[2]),
+            shadow_of(third, version="v3"),
+            row("d", at=at[3]),
+            row("d", position=1, at=at[3]),
+        ],
+    )
+    record_feedback(either, "a", 0, ["python"])
+    rows = rollout_rows(either, "v1", "v2", since=None)
+    assert (rows.stable.answered, rows.stable.requests, rows.stable.shadowed) == (4, 3, 1)
+    assert (rows.candidate.answered, rows.candidate.requests, rows.candidate.shadowed) == (1, 1, 1)
+    assert rows.stable.compute_ms == [3.25, 10.0]  # newest first, rows without a time left out
+    assert rows.candidate.compute_ms == [20.0, 3.25]
+    assert [(p.answered_by, p.agree_top1, p.jaccard, p.score_delta) for p in rows.paired] == [
+        ("v2", True, 1.0, 0.2),
+        ("v1", False, 0.5, -0.11),
+    ]
+    newest, oldest = rows.paired
+    assert (newest.stable.version, newest.candidate.version) == ("v1", "v2")
+    assert newest.candidate.top_tags == [("python", 0.91), ("list", 0.42)]  # v2's answer row
+    assert (oldest.stable.feedback, oldest.candidate.feedback) == (["python"], ["python"])
+    assert oldest.candidate.predicted == ["list", "python"]
+    assert [p.answered_by for p in rows.with_feedback()] == ["v1"]
+    recent = rollout_rows(either, "v1", "v2", since=at[1])
+    assert len(recent.paired) == 1 and recent.stable.answered == 3
+    assert len(rollout_rows(either, "v1", "v2", since=None, limit=1).paired) == 1
+    assert rollout_rows(either, "v7", "v8", since=None).paired == []
