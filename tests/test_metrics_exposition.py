@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.live import VersionLive
@@ -292,10 +295,14 @@ def test_rollout_metrics_count_events_and_drop_the_candidate_series_when_it_goes
     assert agreement[("tagger_rollout_top1_agreement_total", (("result", "disagree"),))] == 1
     jaccard = families["tagger_rollout_jaccard"][1]
     assert jaccard[("tagger_rollout_jaccard_sum", ())] == 1.5
-    delta = families["tagger_rollout_score_delta"][1]  # no _sum: its buckets go below 0
+    delta = families["tagger_rollout_score_delta"][1]  # buckets only: they go below 0
     assert delta[("tagger_rollout_score_delta_bucket", (("le", "-0.25"),))] == 0
     assert delta[("tagger_rollout_score_delta_bucket", (("le", "-0.1"),))] == 1
-    assert delta[("tagger_rollout_score_delta_count", ())] == 2
+    assert delta[("tagger_rollout_score_delta_bucket", (("le", "0.0"),))] == 2
+    assert delta[("tagger_rollout_score_delta_bucket", (("le", "+Inf"),))] == 2
+    assert {name for name, _ in delta} == {"tagger_rollout_score_delta_bucket"}
+    body, _ = metrics.render("application/openmetrics-text; version=1.0.0")
+    assert "tagger_rollout_score_delta" in {f.name for f in openmetrics_families(body.decode())}
     state.candidate = None  # loading, failed, or let go: no series
     assert families_of(metrics, "tagger_candidate_info") == {}
     state.candidate, state.rollout = Served("v2", LOADED_AT), None
