@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import shared.store.records as records
 import shared.store.rollout as rollout
@@ -28,7 +29,7 @@ from shared.store import (
     Candidate,
     new_version_name,
 )
-from tests.conftest import corrupt, publish, tiny_config
+from tests.conftest import corrupt, publish, tiny_config, trainer_args
 
 
 def store_with(tmp_path: Path, n: int) -> tuple[ArtefactStore, list[str]]:
@@ -417,24 +418,28 @@ def test_settle_regates_when_latest_moves_before_the_candidate_is_set(tmp_path: 
 
 
 def test_trainer_with_rollout_shadow_publishes_the_candidate_beside_latest(
-    store_copy: ArtefactStore, tiny_model_dir: Path, fixture_data: dict[str, Path]
+    store_copy: ArtefactStore,
+    tiny_model_dir: Path,
+    fixture_data: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from trainer.train import train
+    from trainer.__main__ import main as trainer_main
 
     stable = store_copy.latest()
-    config = tiny_config(
-        tiny_model_dir,
-        epochs=1,
-        baseline=False,
-        force_promote=True,
-        rollout="shadow",
-        rollout_sample=0.5,
-        max_train_examples=32,
+    config = tmp_path / "tiny.yaml"
+    recipe = tiny_config(
+        tiny_model_dir, epochs=1, baseline=False, force_promote=True, max_train_examples=32
     )
-    result = train(config, fixture_data["train"], fixture_data["valid"], store_copy.root)
-    assert result is not None and result.candidate == SHADOW and not result.promoted
-    assert store_copy.latest() == stable
+    config.write_text(yaml.safe_dump(recipe.public_dict()))
+    monkeypatch.setenv("TRAINER_ROLLOUT", "shadow")
+    monkeypatch.setenv("TRAINER_ROLLOUT_SAMPLE", "0.5")
+    assert trainer_main(trainer_args(config, fixture_data, store_copy.root)[2:]) == 0
+    assert store_copy.latest() == stable  # LATEST did not move, and the exit code says fine
     candidate = store_copy.candidate()
-    assert candidate is not None
-    assert (candidate.version, candidate.sample, candidate.stable) == (result.version, 0.5, stable)
-    assert store_copy.promotion(result.version).status == SHADOW
+    assert candidate is not None and (candidate.sample, candidate.stable) == (0.5, stable)
+    assert candidate.mode == SHADOW and candidate.reason == "forced"
+    assert store_copy.promotion(candidate.version).status == SHADOW
+    out = capsys.readouterr().out
+    assert f"{candidate.version} is the shadow candidate beside LATEST, which did not move" in out
