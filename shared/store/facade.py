@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shared.store import promotions, retention, writer
+from shared.store import promotions, retention, rollout, writer
 from shared.store.locks import StagingClaims, StoreLock
 from shared.store.reader import StoreReader
+from shared.store.rollout import DEFAULT_SAMPLE, Candidate
 
 
 class ArtefactStore(StoreReader):
@@ -68,15 +69,43 @@ class ArtefactStore(StoreReader):
 
     def set_latest(self, version: str, reason: str = "set by hand") -> None:
         """Point ``LATEST`` at ``version`` whatever it names now (verified first): a rollback
-        or a promotion on purpose, recorded as promoted."""
+        or a promotion on purpose, recorded as promoted (a candidate of that version is
+        cleared)."""
         promotions.set_latest(self, self._lock, self._claims, version, reason)
 
     def reject(self, version: str, reason: str, previous: str | None) -> None:
         """Record that ``version`` stays published without ``LATEST`` moving to it, and why."""
         promotions.reject(self, self._lock, self._claims, version, reason, previous)
 
+    # ---- the candidate beside LATEST (shared.store.rollout) ---------------------------------
+    def set_candidate(
+        self,
+        version: str,
+        mode: str,
+        sample: float = DEFAULT_SAMPLE,
+        fraction: float = 0.0,
+        reason: str = "",
+        replace: bool = False,
+    ) -> Candidate:
+        """Serve the verified ``version`` beside ``LATEST``'s in ``mode`` (shadow or canary);
+        refused when another version is the candidate unless ``replace`` (see
+        :func:`rollout.set_candidate`)."""
+        return rollout.set_candidate(
+            self, self._lock, self._claims, version, mode, sample, fraction, reason, replace
+        )
+
+    def promote_candidate(self, version: str, reason: str) -> str | None:
+        """Move ``LATEST`` to the candidate, which must be ``version``, and clear it; returns
+        what ``LATEST`` named before (see :func:`rollout.promote_candidate`)."""
+        return rollout.promote_candidate(self, self._lock, self._claims, version, reason)
+
+    def abort_candidate(self, reason: str, expected: str | None = None) -> str:
+        """Clear the candidate without moving ``LATEST`` (only if it is ``expected``, when
+        given); returns its version (see :func:`rollout.abort_candidate`)."""
+        return rollout.abort_candidate(self, self._lock, reason, expected)
+
     # ---- retention (shared.store.retention) ------------------------------------------------
     def prune(self, keep: int) -> list[str]:
-        """Delete versions until ``keep`` remain, sparing ``LATEST``'s and those being decided
-        (see :func:`retention.prune`)."""
+        """Delete versions until ``keep`` remain, sparing ``LATEST``'s, the candidate and those
+        being decided (see :func:`retention.prune`)."""
         return retention.prune(self, self._lock, self._claims, keep)

@@ -1,7 +1,8 @@
 """What things in the store are called: version names, and the store's own files and folders.
 
-Everything the store keeps beside its versions starts with a dot or is ``LATEST``, so a
-version name (``20261126T170102123Z-3fa9c1``) can never collide with one of them.
+Everything the store keeps beside its versions starts with a dot or is ``LATEST`` or
+``CANDIDATE``, so a version name (``20261126T170102123Z-3fa9c1``) can never collide with one
+of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from shared.store.errors import ArtefactError
 
 LATEST_FILE = "LATEST"
+CANDIDATE_FILE = "CANDIDATE"
 STAGING_PREFIX = ".staging-"
 STORE_LOCK_FILE = ".store.lock"
 PROMOTIONS_DIR = ".promotions"

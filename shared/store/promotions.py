@@ -7,6 +7,8 @@
 
 Every decision is taken under the store lock, and recorded before ``LATEST`` moves, so that
 ``LATEST`` never names a version not recorded as promoted, whatever moment a crash picks.
+The candidate beside ``LATEST`` has its own decisions (:mod:`shared.store.rollout`); moving
+``LATEST`` to the candidate's version here clears the candidate.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from shared.store.manifest import verify
 from shared.store.names import LATEST_FILE
 from shared.store.reader import StoreReader
 from shared.store.records import PROMOTED, REJECTED, write_record
+from shared.store.rollout import drop_stale
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ def promote(
                 ) from exc
         write_record(reader.root, version, PROMOTED, reason, current)
         write_atomic(latest_path, version + "\n")
+        drop_stale(reader)  # LATEST moved to the candidate: it is one no more
     claims.release(version)
     log.info("LATEST -> %s (was %s)", version, current)
     return True
@@ -66,7 +70,7 @@ def set_latest(
     reader: StoreReader, lock: StoreLock, claims: StagingClaims, version: str, reason: str
 ) -> None:
     """Point ``LATEST`` at ``version`` whatever it names now (verified first), recorded as
-    promoted."""
+    promoted; a candidate of that version is cleared."""
     promote(reader, lock, claims, version, None, reason, force=True)
 
 
@@ -82,4 +86,5 @@ def reject(
     with lock.hold():
         reader.version_path(version)  # a version name, or ArtefactError
         write_record(reader.root, version, REJECTED, reason, previous)
+        drop_stale(reader)
     claims.release(version)

@@ -1,5 +1,6 @@
-"""The read side, all a server needs: what ``LATEST`` names, the published versions, each
-one's promotion, and what to serve when the version ``LATEST`` names cannot be loaded.
+"""The read side, all a server needs: what ``LATEST`` and ``CANDIDATE`` name, the published
+versions, each one's promotion, and what to serve when the version ``LATEST`` names cannot be
+loaded.
 
 Reading takes no lock (it works on a read-only mount) and relies on every change of the store
 being an atomic rename.
@@ -16,6 +17,7 @@ from shared.store.errors import ArtefactError
 from shared.store.manifest import read_manifest
 from shared.store.names import LATEST_FILE, VERSION_PATTERN, checked_version_name
 from shared.store.records import PROMOTED, UNKNOWN, Promotion, read_record
+from shared.store.rollout import Candidate, read_candidate
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,12 @@ class StoreReader:
         if len(raw) > _LATEST_MAX_BYTES or not VERSION_PATTERN.match(name):
             raise ArtefactError(f"{path} holds {name[:80]!r}, not a version name; {MEND_LATEST}")
         return name
+
+    def candidate(self) -> Candidate | None:
+        """What ``CANDIDATE`` says (the version served beside ``LATEST``'s), or None when there
+        is none. Unreadable or invalid: one ArtefactError saying how to mend it. A candidate
+        naming what ``LATEST`` names is returned as it is: callers treat it as none."""
+        return read_candidate(self.root)
 
     def versions(self) -> list[VersionInfo]:
         """Published versions, oldest first; staging folders and strays are ignored."""

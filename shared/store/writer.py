@@ -22,6 +22,7 @@ from shared.store.errors import ArtefactError
 from shared.store.locks import StagingClaims, StoreLock, try_flock
 from shared.store.manifest import write_manifest
 from shared.store.names import (
+    CANDIDATE_FILE,
     LATEST_FILE,
     LOCK_SUFFIX,
     PROMOTIONS_DIR,
@@ -31,6 +32,7 @@ from shared.store.names import (
 )
 from shared.store.reader import StoreReader
 from shared.store.records import PENDING, write_record
+from shared.store.rollout import drop_stale
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,9 @@ def staging(
 
 
 def clean_staging(root: Path, lock: StoreLock) -> list[str]:
-    """Remove staging folders (and staging locks) whose writer is gone; return their names."""
+    """Remove staging folders (and staging locks) whose writer is gone, temporary files of
+    dead writers, and a stale ``CANDIDATE`` (naming what ``LATEST`` names); return the staging
+    folders' names."""
     removed: list[str] = []
     if not root.is_dir():
         return removed
@@ -140,7 +144,13 @@ def clean_staging(root: Path, lock: StoreLock) -> list[str]:
     with lock.hold():
         # Temporary files of write_atomic (always called under this lock) and write probes:
         # under the lock, any left is a dead writer's.
-        for pattern in (f".{LATEST_FILE}.tmp-*", f"{PROMOTIONS_DIR}/.*.tmp-*", ".write-probe-*"):
+        for pattern in (
+            f".{LATEST_FILE}.tmp-*",
+            f".{CANDIDATE_FILE}.tmp-*",
+            f"{PROMOTIONS_DIR}/.*.tmp-*",
+            ".write-probe-*",
+        ):
             for stray in root.glob(pattern):
                 stray.unlink(missing_ok=True)
+        drop_stale(StoreReader(root))
     return removed
