@@ -114,7 +114,7 @@ versions_cli() {  # the store's CLI in a one-off trainer container (as an operat
 rollout() {  # API_URL...: the rollout stages against these replicas (the load on the first)
   local urls=("$@") stable v5 unloaded loads="$WORK/rollout" shadow_rows
   stable=$(get "$URL/model" | field version)
-  unloaded=$([ "$v1" != "$stable" ] && echo "$v1" || echo 20000101T000000Z-000000)
+  unloaded=$([ "$v1" != "$stable" ] && echo "$v1" || echo 20000101T000000000Z-000000)
   mkdir -p "$loads"; phase steady "$loads"
   step "rollout: 64 clients on $stable (steady), then a retrain with TRAINER_ROLLOUT=shadow"
   python3 tests/swarm/load.py "$URL" "$loads" --clients 64 --ids e2e-r > "$WORK/rollout.json" &
