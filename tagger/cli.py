@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "versions": (
         "trainer.versions",
         "python -m trainer.versions",
-        "list versions, roll LATEST back or forward, prune",
+        "list versions, roll LATEST back or forward, shadow/canary/promote a candidate, prune",
     ),
     "baseline": (
         "trainer.baseline",

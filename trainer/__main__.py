@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "a|b or <a><b>) or the long CSV post_id,tag_name,tag_id,tag_position,title.\n\n"
             "Config keys (YAML; each also settable as an environment variable that wins over "
             "the file):\n" + describe_keys() + "\n\n"
-            "Exit codes: 0 published and promoted (LATEST names it); 3 published but not "
+            "Exit codes: 0 published and promoted (LATEST names it), or made the candidate "
+            "beside LATEST (rollout shadow or canary); 3 published but not "
             "promoted (it scored below LATEST on the same validation rows, or LATEST could not "
             "be read when it was published; the reason is printed); 2 bad config or data, or "
             "an artefacts directory that cannot take a new version (one line on stderr, before "
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     if result is None:  # a torchrun process other than rank 0: rank 0 published
         return 0
     print(f"published {result.version} -> {result.path}")
+    if result.candidate:
+        print(
+            f"{result.version} is the {result.candidate} candidate beside LATEST, which did not "
+            f"move ({result.reason})"
+        )
+        return 0
     if not result.promoted:
         print(f"not promoted: LATEST unchanged ({result.reason})")
         return EXIT_NOT_PROMOTED

@@ -126,6 +126,23 @@ class TrainConfig(BaseSettings):
     force_promote: bool = Field(
         False, description="move LATEST to the new version whatever it scores (as --force)"
     )
+    rollout: Literal["latest", "shadow", "canary"] = Field(
+        "latest",
+        description="where a version that passes the gate goes: latest: LATEST moves to it; "
+        "shadow or canary: it becomes the candidate beside LATEST's version in that mode "
+        "(`tagger versions promote` or `decide` moves LATEST later); the first model in a "
+        "store always goes to LATEST",
+    )
+    rollout_sample: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="rollout shadow or canary: share of answered requests the other loaded "
+        "version also scores",
+    )
+    rollout_fraction: float = Field(
+        0.1, gt=0, lt=1, description="rollout canary: share of requests the candidate answers"
+    )
     keep_versions: int = Field(
         10, ge=1, description="published versions kept in the artefacts directory"
     )

@@ -2,7 +2,8 @@
 
 :func:`decide_promotion` is the gate (the new model against the one ``LATEST`` names);
 :func:`settle_promotion` acts on it for a published version: a compare-and-swap of ``LATEST``
-in the store, re-running the gate when another writer moved ``LATEST`` in between.
+in the store (or, with the ``rollout`` setting, of the candidate beside it), re-running the gate
+when another writer moved ``LATEST`` in between.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from shared.data import Dataset
 from shared.predictor.torch_runner import load_torch_predictor
-from shared.store import ArtefactError, ArtefactStore
+from shared.store import CANARY, DEFAULT_SAMPLE, ArtefactError, ArtefactStore
 from trainer.config import TrainConfig
 from trainer.metrics import HEADLINE_METRICS, tagging_metrics
 
@@ -98,23 +99,45 @@ def settle_promotion(
     decision: dict[str, Any],
     regate: Callable[[], dict[str, Any]],
     force: bool = False,
+    rollout: str = "latest",
+    sample: float = DEFAULT_SAMPLE,
+    fraction: float = 0.1,
 ) -> dict[str, Any]:
     """Act on the gate's ``decision`` for the published ``version`` and record it in the store.
 
     ``LATEST`` moves only if it still names what the gate compared against
     (``decision["previous"]``); if another writer moved it meanwhile, ``regate()`` runs the
-    gate again against the new incumbent, at most :data:`MAX_GATE_RUNS` times in all. Returns
-    the final decision; a version not promoted is recorded as rejected with its reason.
+    gate again against the new incumbent, at most :data:`MAX_GATE_RUNS` times in all. With
+    ``rollout`` shadow or canary, a version that passes becomes the candidate beside
+    ``LATEST``'s instead (``sample``, and ``fraction`` for a canary; another candidate is
+    replaced), on the same condition; the decision then says ``"candidate": rollout`` and
+    ``promoted`` stays False (``LATEST`` did not move). The first model always moves ``LATEST``.
+    Returns the final decision; a version neither promoted nor made the candidate is recorded
+    as rejected with its reason.
     """
     try:
         for gate_run in range(1, MAX_GATE_RUNS + 1):
             if not decision["promoted"]:
                 break
+            as_candidate = rollout != "latest" and decision["previous"] is not None
             try:
-                if store.promote(version, decision["previous"], decision["reason"], force=force):
+                if as_candidate:
+                    with store.lock():
+                        if store.latest() == decision["previous"]:
+                            store.set_candidate(
+                                version,
+                                rollout,
+                                sample=sample,
+                                fraction=fraction if rollout == CANARY else 0.0,
+                                reason=decision["reason"],
+                                replace=True,
+                            )
+                            return {**decision, "promoted": False, "candidate": rollout}
+                elif store.promote(version, decision["previous"], decision["reason"], force=force):
                     return decision
             except ArtefactError as exc:  # it fails verification, or the lock timed out
-                decision = {**decision, "promoted": False, "reason": f"LATEST not moved: {exc}"}
+                what = f"not made the {rollout} candidate" if as_candidate else "LATEST not moved"
+                decision = {**decision, "promoted": False, "reason": f"{what}: {exc}"}
                 break
             if gate_run == MAX_GATE_RUNS:
                 decision = {

@@ -42,6 +42,7 @@ class TrainResult:
     metrics: dict[str, Any]
     promoted: bool
     reason: str = ""
+    candidate: str | None = None  # the rollout mode when it was made the candidate instead
 
 
 def train(
@@ -162,9 +163,29 @@ def _train(
             predictor, split.valid, final.scores, final.threshold, final.metrics
         ),
     )
-    promotion = settle_promotion(store, version, promotion, gate, force=config.force_promote)
+    promotion = settle_promotion(
+        store,
+        version,
+        promotion,
+        gate,
+        force=config.force_promote,
+        rollout=config.rollout,
+        sample=config.rollout_sample,
+        fraction=config.rollout_fraction,
+    )
+    candidate = promotion.get("candidate")
     if promotion["promoted"]:
         log.info("promoted %s: %s", version, promotion["reason"])
+    elif candidate:
+        log.info(
+            "published %s as the %s candidate beside LATEST %s (%s); `tagger versions compare` "
+            "shows it on live traffic, `promote %s` or `abort` settles it",
+            version,
+            candidate,
+            promotion["previous"],
+            promotion["reason"],
+            version,
+        )
     else:
         log.warning(
             "NOT promoted: %s. LATEST stays at %s; to serve %s anyway: "
@@ -194,4 +215,5 @@ def _train(
         final.metrics,
         promoted=promotion["promoted"],
         reason=promotion["reason"],
+        candidate=candidate,
     )

@@ -273,12 +273,3 @@ def drop_stale(store: _Store) -> None:
     if candidate is not None and candidate.version == latest:
         remove_candidate(store.root)
         log.info("removed CANDIDATE %s: LATEST names it", candidate.version)
-
-
-def describe(candidate: Candidate) -> str:
-    """One line for people: version, mode, shares, since and beside what."""
-    share = f", fraction {candidate.fraction:g}" if candidate.mode == CANARY else ""
-    return (
-        f"{candidate.version} ({candidate.mode}, sample {candidate.sample:g}{share}) since "
-        f"{candidate.since}, beside {candidate.stable}"
-    )
