@@ -135,7 +135,7 @@ def test_upgrade_creates_the_schema_and_is_idempotent(engine: Engine) -> None:
     assert {"predictions", "feedback", "alembic_version"} <= set(tables)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            "0001"
+            "0002"
         ]
     columns = {c["name"] for c in inspect(engine).get_columns("predictions")}
     assert columns == {c.name for c in predictions.columns}

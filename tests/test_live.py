@@ -20,7 +20,10 @@ from shared.live import (
     PROFILE_FILE,
     SCORE_EDGES,
     TOKEN_EDGES,
+    Agreement,
+    agreement,
     build_profile,
+    canary_share,
     histogram,
     live_figures,
     load_profile,
@@ -241,6 +244,36 @@ def test_top_tags_for_labels_is_bounded() -> None:
     }
     assert top_tags_for_labels(figures, profile, n=2) == ["tag29", "tag28"]
     assert top_tags_for_labels(figures, profile, n=0) == []
+
+
+def test_agreement_of_two_answers_worked_out_by_hand() -> None:
+    stable = [("python", 0.9), ("pandas", 0.6), ("numpy", 0.2)]
+    candidate = [("python", 0.7), ("numpy", 0.55), ("pandas", 0.4)]
+    got = agreement(stable, ["python", "pandas"], candidate, ["python", "numpy"])
+    assert got.top1 and got.jaccard == pytest.approx(1 / 3)
+    assert got.score_delta == pytest.approx(0.7 - 0.9)
+    flipped = agreement(candidate, ["python", "numpy"], stable, ["python", "pandas"])
+    assert flipped.score_delta == pytest.approx(0.2)  # oriented: candidate minus stable
+    other = agreement(stable, ["python"], [("java", 0.95)], ["java"])
+    assert other == Agreement(top1=False, jaccard=0.0, score_delta=pytest.approx(0.05))
+    assert agreement(stable, ["python"], stable, ["python"]) == Agreement(True, 1.0, 0.0)
+
+
+def test_agreement_when_no_tag_was_decided_or_scored() -> None:
+    tags = [("sql", 0.3)]
+    assert agreement(tags, [], [("sql", 0.1)], []).jaccard == 1.0  # both decided nothing
+    assert agreement(tags, ["sql"], tags, []).jaccard == 0.0
+    empty = agreement([], [], tags, [])
+    assert not empty.top1 and empty.score_delta == pytest.approx(0.3)
+    assert agreement([], [], [], []) == Agreement(True, 1.0, 0.0)
+
+
+def test_canary_share_is_uniform_and_the_same_for_a_key() -> None:
+    shares = [canary_share(f"request-{i}") for i in range(10_000)]
+    assert all(0.0 <= s < 1.0 for s in shares)
+    assert sum(s < 0.1 for s in shares) / len(shares) == pytest.approx(0.1, abs=0.02)
+    assert canary_share("caller-7") == canary_share("caller-7") != canary_share("caller-8")
+    assert canary_share("") == int("e3b0c44298fc1c14", 16) / 2**64  # sha256 of nothing
 
 
 def test_a_published_version_carries_its_profile(

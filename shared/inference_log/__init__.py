@@ -20,17 +20,23 @@ from shared.inference_log.queries import (
     recent_versions,
     window,
 )
-from shared.inference_log.rows import PredictionRow, title_hash
+from shared.inference_log.rollout import Paired, RolloutRows, VersionActivity, rollout_rows
+from shared.inference_log.rows import ROLE_ANSWER, ROLE_SHADOW, PredictionRow, title_hash
 from shared.inference_log.writer import LogObserver, PredictionLog
 
 __all__ = [
+    "ROLE_ANSWER",
+    "ROLE_SHADOW",
     "DatabaseError",
     "FeedbackResult",
     "LabelledRow",
     "LogObserver",
     "NotLogged",
+    "Paired",
     "PredictionLog",
     "PredictionRow",
+    "RolloutRows",
+    "VersionActivity",
     "WindowRow",
     "connect",
     "database_url",
@@ -38,6 +44,7 @@ __all__ = [
     "labelled_rows",
     "recent_versions",
     "record_feedback",
+    "rollout_rows",
     "title_hash",
     "upgrade",
     "window",

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared.inference_log.engine import database_errors
-from shared.inference_log.rows import title_hash
+from shared.inference_log.rows import ROLE_ANSWER, title_hash
 from shared.inference_log.schema import feedback, predictions
 
 SOURCE_API = "api"
@@ -38,8 +38,9 @@ def record_feedback(
     tags: list[str],
     now: datetime | None = None,
 ) -> FeedbackResult:
-    """Store ``tags`` as the report for the newest logged prediction of ``request_id`` at
-    ``position``, replacing an earlier report for it; raise NotLogged when none is logged."""
+    """Store ``tags`` as the report for the newest logged answer of ``request_id`` at
+    ``position`` (never a shadow row), replacing an earlier report for it; raise NotLogged when
+    none is logged."""
     created_at = now or datetime.now(UTC)
     with database_errors(engine):
         try:
@@ -78,7 +79,12 @@ def _record(
 def _logged(conn: Connection, request_id: str, position: int) -> tuple[str, str | None, str] | None:
     row = conn.execute(
         select(predictions.c.version, predictions.c.title, predictions.c.title_hash)
-        .where(predictions.c.request_id == request_id, predictions.c.position == position)
+        .where(
+            predictions.c.request_id == request_id,
+            predictions.c.position == position,
+            # The version that answered: a shadow row of the same text labels nothing.
+            predictions.c.role == ROLE_ANSWER,
+        )
         .order_by(predictions.c.id.desc())
         .limit(1)
         # PostgreSQL: reports for one text wait for each other here, so a later one always

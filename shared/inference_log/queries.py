@@ -83,7 +83,7 @@ def window(
             version=row.version,
             tokens=row.tokens,
             unknown_tokens=row.unknown_tokens,
-            top_tags=_pairs(row.top_tags),
+            top_tags=tag_pairs(row.top_tags),
             predicted=list(row.predicted),
             feedback=None if row.tags is None else list(row.tags),
         )
@@ -91,7 +91,8 @@ def window(
     ]
 
 
-def _pairs(value: Any) -> list[tuple[str, float]]:
+def tag_pairs(value: Any) -> list[tuple[str, float]]:
+    """A ``top_tags`` column's value as (tag, score) pairs."""
     return [(str(tag), float(score)) for tag, score in value]
 
 

@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -22,6 +24,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+
+from shared.inference_log.rows import ROLE_ANSWER
 
 # BIGINT on PostgreSQL; SQLite autoincrements only an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -66,7 +70,15 @@ predictions = Table(
     Column("unknown_tokens", Integer, nullable=False),
     Column("top_tags", JSON, nullable=False),
     Column("predicted", JSON, nullable=False),
+    # ROLE_ANSWER: the version that answered; ROLE_SHADOW: the other loaded version, scoring the
+    # same text off the response path (only its row carries the comparison, candidate vs stable).
+    Column("role", String(8), nullable=False, server_default=ROLE_ANSWER),
+    Column("compute_ms", Float, nullable=True),
+    Column("agree_top1", Boolean, nullable=True),
+    Column("jaccard", Float, nullable=True),
+    Column("score_delta", Float, nullable=True),
     Index("ix_predictions_version_id", "version", "id"),
+    Index("ix_predictions_request_id_position", "request_id", "position"),
 )
 
 feedback = Table(

@@ -221,6 +221,11 @@ COPY_COLUMNS = (
     "unknown_tokens",
     "top_tags",
     "predicted",
+    "role",
+    "compute_ms",
+    "agree_top1",
+    "jaccard",
+    "score_delta",
 )
 
 
