@@ -25,6 +25,7 @@ from api.model_manager import ModelManager
 from api.prediction_log import InferenceLog
 from api.routes import router
 from api.settings import ApiSettings
+from api.shadow import ShadowRunner
 from shared.logs import flush_logs
 from shared.store import ArtefactStore
 
@@ -36,6 +37,15 @@ Tags Stack Overflow questions from their titles with a fine-tuned MiniLM model.
 The service serves the version named by `LATEST` in the artefacts directory and switches to a
 newly published version by itself (no restart, no failed request). Every error is JSON:
 `{"error": code, "message": text, "request_id": id}`.
+
+**Rolling out a version.** A candidate named by `CANDIDATE` (`tagger versions shadow|canary`)
+is loaded beside the served version. In shadow mode a sampled share of answered requests is
+scored by it off the response path (shed first when the model is busy); as a canary it answers
+a deterministic share of requests, by a hash of `X-Rollout-Key` (else the request id), so the
+same key always lands on the same version. `model_version` in every answer names the version
+that computed it. A request may name a loaded version with `X-Model-Version` (or the body's
+`model_version`); naming one that is not loaded is a JSON 409 listing `loaded_versions`.
+`GET /model` shows the candidate, the shadow counts and how the two versions agree.
 
 **Request ids.** Send `X-Request-ID` (1-128 of letters, digits and `._:/+=-`) to have it
 echoed in the response header, in error bodies and in every log line of the request;
@@ -89,6 +99,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             observer=metrics,
         )
         inference_log = InferenceLog.open(settings, observer=metrics)
+        shadow = ShadowRunner(
+            manager,
+            torch_executor,
+            inference.busy,
+            lambda: inference.served_waiting,
+            inference_log,
+            observer=app.state.rollout_observer,
+            max_busy=settings.shadow_max_busy,
+            max_texts=settings.shadow_queue,
+        )
         live = LiveMonitor(
             inference_log.engine,
             manager.store,
@@ -99,10 +119,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         app.state.manager, app.state.inference = manager, inference
         app.state.inference_log, app.state.live = inference_log, live
+        app.state.shadow = shadow
         if metrics is not None:
-            metrics.watch(manager, inference, live=live, log=inference_log)
+            metrics.watch(manager, inference, live=live, log=inference_log, rollout=manager)
         await manager.start()
         inference.start()
+        shadow.start()
         tasks = [asyncio.create_task(manager.watch(settings.poll_interval_s), name="watch-latest")]
         if settings.log_flush_s > 0:
             tasks.append(asyncio.create_task(_flush_logs_every(settings.log_flush_s)))
@@ -116,6 +138,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             flush_logs()
+            await shadow.close()
             await inference.close()
             await asyncio.to_thread(inference_log.close)
             torch_executor.shutdown(wait=True, cancel_futures=True)
@@ -132,6 +155,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.rollout_observer = metrics.rollout if metrics is not None else None
     install_error_handlers(app)
     # The last added is the outermost: the request id, access log and metrics see every
     # request, a body refused by the limit included.

@@ -24,10 +24,16 @@ class ApiError(Exception):
     """An error a client caused or should know about, with its HTTP status."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.extra = extra  # more fields of the body (ErrorResponse documents them)
 
 
 class ClientGone(Exception):
@@ -40,10 +46,12 @@ def error_response(
     message: str,
     details: list[Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"error": code, "message": message}
     if details is not None:
         body["details"] = jsonable_encoder(details)
+    body.update(extra or {})
     context = request_context.get()
     if context is not None:
         body["request_id"] = context.request_id
@@ -65,7 +73,9 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+        return error_response(
+            exc.status, exc.code, exc.message, headers=exc.headers, extra=exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,10 +7,13 @@ at once; the worker waits up to ``max_wait_ms`` for more texts only under load (
 with it, or the previous batch had several requests and ended moments ago), so batching costs
 an idle server nothing while a loaded one does not fall into alternating tiny and full batches.
 
-A batch runs entirely on the model that is served when the batch starts, so every answer
-names the version that computed it, also across a hot swap. A request whose client went away
-is dropped before it is computed. When more than ``queue_depth`` texts wait, new requests are
-refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``).
+A batch runs entirely on one model, so every answer names the version that computed it, also
+across a hot swap. A job names its target: the served version (None), or a loaded version by
+name, either pinned by the caller (:class:`VersionNotLoaded` when it is gone by compute time)
+or chosen by the canary (answered by the served version when the candidate is gone). A batch
+holds the jobs of one target only; the others keep their places in the queue. A request whose
+client went away is dropped before it is computed. When more than ``queue_depth`` texts wait,
+new requests are refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``).
 
 With batching off, each request runs its own forward pass on the same single worker thread
 (the naive design; kept for comparison in ``make bench``); the same ``queue_depth`` bound
@@ -26,7 +29,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
+from api.busy import BusyMeter
 from api.model_manager import LoadedModel, ModelManager
 from api.observe import BatchObserver
 from shared.predictor import Prediction
@@ -45,15 +50,37 @@ class QueueFull(RuntimeError):
     """Too many texts are waiting; the caller should retry later."""
 
 
+class VersionNotLoaded(RuntimeError):
+    """A request pinned to a version that is not loaded (any more)."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"version {version} is not loaded")
+        self.version = version
+
+
 Result = tuple[LoadedModel, list[Prediction]]
+
+
+class Answer(NamedTuple):
+    """A job's predictions, the model that made them, and its forward pass's duration."""
+
+    model: LoadedModel
+    predictions: list[Prediction]
+    compute_s: float
 
 
 @dataclass
 class _Job:
     texts: list[str]
     top_k: int
-    future: asyncio.Future[Result]
+    future: asyncio.Future[Answer]
+    target: str | None = None  # None: the served version
+    pinned: bool = False  # True: that version or VersionNotLoaded; False: else the served one
     enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple[str | None, bool]:
+        return self.target, self.pinned
 
 
 @dataclass
@@ -84,6 +111,8 @@ class InferenceService:
         self.max_wait_s = max_wait_ms / 1000
         self.queue_depth = queue_depth
         self.stats = BatchStats()
+        self.busy = BusyMeter()  # the model thread's load, for the shadow runner
+        self._forming = False  # a batch is taken from the queue and not yet handed to the thread
         # One thread runs every forward pass (the app shares it with model loading).
         self._executor = torch_executor or ThreadPoolExecutor(1, thread_name_prefix="torch")
         self._owns_executor = torch_executor is None
@@ -98,6 +127,11 @@ class InferenceService:
     def waiting_texts(self) -> int:
         """Texts queued and not yet taken into a batch."""
         return self._waiting_texts
+
+    @property
+    def served_waiting(self) -> bool:
+        """Some request's texts wait for the model thread (queued, or in a forming batch)."""
+        return self._waiting_texts > 0 or self._forming
 
     def start(self) -> None:
         if self.batching and self._worker is None:
@@ -115,18 +149,21 @@ class InferenceService:
         if self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, texts: Sequence[str], top_k: int) -> asyncio.Future[Result]:
-        """Queue ``texts``; the future resolves to the predictions and the model that made
-        them. Raises ModelNotReady or QueueFull at once. Cancelling the future withdraws the
-        texts (if their batch has not started)."""
+    def submit(
+        self, texts: Sequence[str], top_k: int, target: str | None = None, pinned: bool = False
+    ) -> asyncio.Future[Answer]:
+        """Queue ``texts`` for ``target`` (None: the served version); the future resolves to
+        the :class:`Answer`. Raises ModelNotReady or QueueFull at once. Cancelling the future
+        withdraws the texts (if their batch has not started)."""
         if self.manager.current is None:
             raise ModelNotReady()
         if self._waiting_texts + len(texts) > self.queue_depth:
             self.stats.rejected_queue_full += 1
             raise QueueFull()
         if not self.batching:
-            return self._submit_alone(list(texts), top_k)
-        job = _Job(list(texts), top_k, asyncio.get_running_loop().create_future())
+            return self._submit_alone(list(texts), top_k, target, pinned)
+        loop = asyncio.get_running_loop()
+        job = _Job(list(texts), top_k, loop.create_future(), target, pinned)
         self._jobs.append(job)
         self._waiting_texts += len(job.texts)
         self._wakeup.set()
@@ -134,9 +171,26 @@ class InferenceService:
 
     async def predict(self, texts: Sequence[str], top_k: int) -> Result:
         """``await submit(...)``: predictions for ``texts`` and the model that made them."""
-        return await self.submit(texts, top_k)
+        answer = await self.submit(texts, top_k)
+        return answer.model, answer.predictions
 
-    def _submit_alone(self, texts: list[str], top_k: int) -> asyncio.Future[Result]:
+    def model_for(self, target: str | None, pinned: bool) -> LoadedModel:
+        """The loaded model a job for ``target`` runs on now (see the module docstring)."""
+        served = self.manager.current
+        if served is None:
+            raise ModelNotReady()
+        if target is None:
+            return served
+        model = self.manager.loaded(target)
+        if model is not None:
+            return model
+        if pinned:
+            raise VersionNotLoaded(target)
+        return served
+
+    def _submit_alone(
+        self, texts: list[str], top_k: int, target: str | None, pinned: bool
+    ) -> asyncio.Future[Answer]:
         """Batching off: this request's own forward pass on the torch thread. Its texts count
         as waiting (against ``queue_depth``) until the thread starts on them, or until they
         are withdrawn."""
@@ -154,24 +208,29 @@ class InferenceService:
             loop.call_soon_threadsafe(stop_counting)
             return model.predictor.predict(texts, top_k)
 
-        async def alone() -> Result:
-            model = self.manager.current
-            if model is None:
-                raise ModelNotReady()
-            started = time.monotonic()
-            result = await loop.run_in_executor(self._executor, run, model)
+        async def alone() -> Answer:
+            model = self.model_for(target, pinned)
+            started = self.busy.begin()
+            try:
+                result = await loop.run_in_executor(self._executor, run, model)
+            finally:
+                seconds = self.busy.end() - started
             if self.observer is not None:
-                self.observer.observe_batch((), time.monotonic() - started, result)
-            return model, result
+                self.observer.observe_batch((), seconds, result)
+            return Answer(model, result, seconds)
 
         task = asyncio.ensure_future(alone())
         task.add_done_callback(stop_counting)
         return task
 
-    def _take(self, room: int, first: bool) -> list[_Job]:
-        """Pop waiting jobs in arrival order while their texts fit in ``room``, dropping
-        withdrawn ones. The first job of a batch is always taken, however many texts it has."""
+    def _take(self, room: int, key: tuple[str | None, bool] | None) -> list[_Job]:
+        """Pop waiting jobs for the batch's ``key`` (target) in arrival order while their texts
+        fit in ``room``, dropping withdrawn ones; jobs for other targets keep their places.
+        A new batch (``key`` None) takes the first job's target and that job, however many
+        texts it has."""
         taken: list[_Job] = []
+        passed: list[_Job] = []
+        first = key is None
         while self._jobs:
             job = self._jobs[0]
             if job.future.done():  # withdrawn: the client disconnected or gave up
@@ -179,12 +238,18 @@ class InferenceService:
                 self._waiting_texts -= len(job.texts)
                 self.stats.dropped_disconnected += 1
                 continue
+            if key is None:
+                key = job.key
+            elif job.key != key:
+                passed.append(self._jobs.popleft())
+                continue
             if len(job.texts) > room and not (first and not taken):
                 break
             self._jobs.popleft()
             self._waiting_texts -= len(job.texts)
             taken.append(job)
             room -= len(job.texts)
+        self._jobs.extendleft(reversed(passed))
         return taken
 
     async def _run(self) -> None:
@@ -192,7 +257,8 @@ class InferenceService:
             if not self._jobs:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            batch = self._take(self.max_batch_size, first=True)
+            batch = self._take(self.max_batch_size, None)
+            self._forming = bool(batch)
             try:
                 if batch and self.max_wait_s > 0 and self._under_load(batch):
                     await self._top_up(batch)
@@ -201,6 +267,8 @@ class InferenceService:
             except Exception as exc:  # the worker must outlive any one batch
                 log.exception("micro-batch failed")
                 _fail(batch, exc)
+            finally:
+                self._forming = False
             self._last_batch_jobs, self._last_batch_end = len(batch), time.monotonic()
 
     def _under_load(self, batch: list[_Job]) -> bool:
@@ -217,20 +285,22 @@ class InferenceService:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
             except TimeoutError:
                 return
-            more = self._take(room, first=False)
+            more = self._take(room, batch[0].key)
             batch += more
             room -= sum(len(j.texts) for j in more)
 
     async def _compute(self, batch: list[_Job]) -> None:
-        """One forward pass for the whole batch, on the model served right now."""
-        model = self.manager.current
-        if model is None:
-            _fail(batch, ModelNotReady())
+        """One forward pass for the whole batch, on the model its target names right now."""
+        try:
+            model = self.model_for(batch[0].target, batch[0].pinned)
+        except (ModelNotReady, VersionNotLoaded) as exc:
+            _fail(batch, exc)
             return
         texts = [t for job in batch for t in job.texts]
         top_k = max(job.top_k for job in batch)
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
+        started = self.busy.begin()
+        self._forming = False
         try:
             results = await loop.run_in_executor(
                 self._executor, model.predictor.predict, texts, top_k
@@ -238,7 +308,8 @@ class InferenceService:
         except Exception as exc:
             _fail(batch, exc)
             return
-        seconds = time.monotonic() - started
+        finally:
+            seconds = self.busy.end() - started
         self.stats.batches += 1
         self.stats.texts += len(texts)
         start = 0
@@ -246,7 +317,7 @@ class InferenceService:
             rows = results[start : start + len(job.texts)]
             start += len(job.texts)
             if not job.future.done():
-                job.future.set_result((model, [_cut(p, job.top_k) for p in rows]))
+                job.future.set_result(Answer(model, [cut(p, job.top_k) for p in rows], seconds))
         if self.observer is not None:
             # Counted once the answers are on their way: the callback runs after the requests'
             # own steps, so recording a batch never delays its answers.
@@ -260,7 +331,8 @@ def _fail(batch: list[_Job], exc: BaseException) -> None:
             job.future.set_exception(exc)
 
 
-def _cut(prediction: Prediction, top_k: int) -> Prediction:
+def cut(prediction: Prediction, top_k: int) -> Prediction:
+    """``prediction`` with its ``top_k`` best tags only (a batch runs with its largest top_k)."""
     if len(prediction.tags) <= top_k:
         return prediction
     return replace(prediction, tags=prediction.tags[:top_k])

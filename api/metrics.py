@@ -27,7 +27,15 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from api.live_metrics import LiveCollector
-from api.observe import RELOAD_FAILURE_REASONS, LiveState, LogQueueState, ModelState, QueueState
+from api.observe import (
+    RELOAD_FAILURE_REASONS,
+    LiveState,
+    LogQueueState,
+    ModelState,
+    QueueState,
+    RolloutState,
+)
+from api.rollout_metrics import RolloutMetrics
 from shared.predictor import Prediction
 
 # Counters and histograms would each export a "_created" timestamp series too: twice the
@@ -163,6 +171,7 @@ class ApiMetrics:
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._top1_children: dict[str, Counter] = {}
         self._state: list[Collector] = []
+        self.rollout = RolloutMetrics(registry)  # the rollout's observer
 
     def watch(
         self,
@@ -170,15 +179,17 @@ class ApiMetrics:
         queue: QueueState,
         live: LiveState | None = None,
         log: LogQueueState | None = None,
+        rollout: RolloutState | None = None,
     ) -> None:
         """Export the state of ``model`` (the manager), ``queue`` (the batcher), ``live`` (the
-        live figures) and ``log`` (the inference log's queue), read at each scrape (replacing
-        those of an earlier run of the app's lifespan)."""
+        live figures), ``log`` (the inference log's queue) and ``rollout`` (the candidate),
+        read at each scrape (replacing those of an earlier run of the app's lifespan)."""
         for collector in self._state:
             self.registry.unregister(collector)
         self._state = [StateCollector(model, queue), LiveCollector(live, log)]
         for collector in self._state:
             self.registry.register(collector)
+        self.rollout.watch(rollout)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """Every metric in the format the ``Accept`` header asks for (the Prometheus text

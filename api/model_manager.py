@@ -1,4 +1,5 @@
-"""Which model the API serves, and hot reload: watch ``LATEST``, load off the request path, swap.
+"""Which models the API holds, and hot reload: watch ``LATEST`` and ``CANDIDATE``, load off the
+request path, swap.
 
 A new version is verified (hashing its files), built and given a warm-up prediction on a
 loader thread of its own, never on the torch thread that serves predictions, so serving does
@@ -12,6 +13,15 @@ error, reported by ``/model``, and the model that was serving keeps serving. Whi
 names it, it is tried again after ``retry_initial_s``, then after twice that, and so on up to
 ``retry_max_s`` between tries (a file being copied in, a full disk freed, a permission fixed);
 at once when ``LATEST`` is moved to it (a rollback naming it on purpose).
+
+The rollout candidate (``CANDIDATE``, :class:`~shared.store.Candidate`) is followed the same way,
+on the same load path and with the same failure records, into :attr:`ModelManager.candidate`
+beside the served model: at most two versions are loaded (an old candidate is let go before a
+new one loads, and the candidate before a new ``LATEST`` that is not it). When ``LATEST`` moves
+to the candidate, the candidate becomes the served model without a reload. A ``CANDIDATE`` that
+is gone, names ``LATEST``'s version, names a version that fails, or whose folder is gone: no
+candidate. An unreadable one: no candidate, its error in ``candidate_error``; the served model is
+never touched by anything about the candidate.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import yaml
 from api.observe import LoadObserver
 from shared.live import load_profile
 from shared.predictor import TagPredictor, load_predictor
-from shared.store import MEND_LATEST, ArtefactError, ArtefactStore, verify
+from shared.store import MEND_LATEST, ArtefactError, ArtefactStore, Candidate, verify
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +106,10 @@ class ModelManager:
     failed: dict[str, FailedLoad] = field(default_factory=dict)
     latest_seen: str | None = None  # the last version name read from LATEST
     latest_error: str | None = None  # why LATEST cannot be read now
+    candidate: LoadedModel | None = None  # the rollout candidate, loaded beside ``current``
+    rollout: Candidate | None = None  # what CANDIDATE names (None: none, or LATEST's version)
+    candidate_error: str | None = None  # why CANDIDATE cannot be read now
+    candidate_seen: str | None = None  # the last version name read from CANDIDATE
     observer: LoadObserver | None = None  # told of each load attempt and its outcome
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -171,47 +185,130 @@ class ModelManager:
             extra={"version": version, "reason": stage},
         )
 
-    async def refresh(self) -> bool:
-        """Load the version ``LATEST`` names if it is not served; True when a swap happened.
+    def loaded(self, version: str) -> LoadedModel | None:
+        """The loaded model of ``version`` (served or candidate), if it is loaded."""
+        for model in (self.current, self.candidate):
+            if model is not None and model.version == version:
+                return model
+        return None
+
+    def loaded_versions(self) -> list[str]:
+        """The versions loaded now: the served one first, then the candidate."""
+        return [m.version for m in (self.current, self.candidate) if m is not None]
+
+    def active_rollout(self) -> tuple[Candidate, LoadedModel] | None:
+        """The candidate pointer and its loaded model, when the candidate can take traffic."""
+        rollout, candidate = self.rollout, self.candidate
+        if rollout is None or candidate is None or rollout.version != candidate.version:
+            return None
+        return rollout, candidate
+
+    async def refresh(self, candidate: bool = True) -> bool:
+        """Load the version ``LATEST`` names if it is not served (True when a swap happened),
+        then (``candidate``) follow ``CANDIDATE``.
 
         A version that failed is tried again when its backoff has passed, or at once when
-        ``LATEST`` has just been moved to it."""
+        its pointer has just been moved to it."""
         async with self._lock:
-            try:
-                latest = self.store.latest()
-            except ArtefactError as exc:
-                if self.latest_error != str(exc):
-                    log.error("%s", exc)
-                self.latest_error = str(exc)
-                return False
-            moved = latest != self.latest_seen
-            self.latest_seen, self.latest_error = latest, None
-            if latest is None:
-                return False
-            if self.current is not None and self.current.version == latest:
-                return False
-            failure = self.failed.get(latest)
-            if failure is not None and not moved and self.clock() < failure.retry_after:
-                return False
-            loaded = await self._try_load(latest)
-            if loaded is None:
-                return False
+            swapped = await self._follow_latest()
+            if candidate:
+                await self._follow_candidate()
+            return swapped
+
+    async def _follow_latest(self) -> bool:
+        try:
+            latest = self.store.latest()
+        except ArtefactError as exc:
+            if self.latest_error != str(exc):
+                log.error("%s", exc)
+            self.latest_error = str(exc)
+            return False
+        moved = latest != self.latest_seen
+        self.latest_seen, self.latest_error = latest, None
+        if latest is None:
+            return False
+        if self.current is not None and self.current.version == latest:
+            return False
+        candidate = self.candidate
+        if candidate is not None and candidate.version == latest:
             previous = self.current.version if self.current else None
-            self.current = loaded
+            self.current, self.candidate = candidate, None
             log.info(
-                "now serving version %s (was %s)",
+                "now serving version %s (was %s): the candidate, promoted without a reload",
                 latest,
                 previous,
                 extra={"model_version": latest, "previous_version": previous},
             )
             return True
+        failure = self.failed.get(latest)
+        if failure is not None and not moved and self.clock() < failure.retry_after:
+            return False
+        self._drop_candidate(f"to load {latest}, which LATEST names now")
+        loaded = await self._try_load(latest)
+        if loaded is None:
+            return False
+        previous = self.current.version if self.current else None
+        self.current = loaded
+        log.info(
+            "now serving version %s (was %s)",
+            latest,
+            previous,
+            extra={"model_version": latest, "previous_version": previous},
+        )
+        return True
+
+    async def _follow_candidate(self) -> None:
+        """Load what ``CANDIDATE`` names beside the served model, or let the candidate go."""
+        try:
+            pointer = self.store.candidate()
+        except ArtefactError as exc:
+            if self.candidate_error != str(exc):
+                log.error("no rollout candidate: %s", exc)
+            self.candidate_error, self.rollout, self.candidate_seen = str(exc), None, None
+            self._drop_candidate("CANDIDATE cannot be read")
+            return
+        self.candidate_error = None
+        served = self.current.version if self.current is not None else None
+        if pointer is None or pointer.version in (self.latest_seen, served):
+            self.rollout, self.candidate_seen = None, None
+            self._drop_candidate("CANDIDATE is gone or names the served version")
+            return
+        moved = pointer.version != self.candidate_seen
+        self.rollout, self.candidate_seen = pointer, pointer.version
+        held = self.candidate
+        if held is not None and held.version == pointer.version:
+            if self.store.version_path(held.version).is_dir():
+                return
+            self._drop_candidate("its folder is gone from the store")
+        self._drop_candidate(f"CANDIDATE names {pointer.version} now")
+        failure = self.failed.get(pointer.version)
+        if served is None or (
+            failure is not None and not moved and self.clock() < failure.retry_after
+        ):
+            return
+        loaded = await self._try_load(pointer.version)
+        if loaded is not None and self.rollout is pointer:
+            self.candidate = loaded
+            log.info(
+                "candidate %s loaded beside %s (%s)",
+                pointer.version,
+                served,
+                pointer.mode,
+                extra={"model_version": pointer.version, "mode": pointer.mode},
+            )
+
+    def _drop_candidate(self, why: str) -> None:
+        if self.candidate is not None:
+            log.info("candidate %s let go: %s", self.candidate.version, why)
+            self.candidate = None
 
     async def start(self) -> None:
         """Initial load: what ``LATEST`` names, else the newest older version that loads.
+        The candidate follows on the first poll, so it never delays readiness.
 
         When ``LATEST`` cannot be read there is no telling which versions were promoted, so
         nothing is guessed: the API stays not ready until ``LATEST`` is mended."""
-        if await self.refresh():
+        if await self.refresh(candidate=False):
             return
         if self.latest_error is not None:
             log.error("serving nothing until LATEST names a version: %s", MEND_LATEST)

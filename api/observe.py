@@ -119,3 +119,42 @@ class LogQueueState(Protocol):
     """How many logged rows wait for the database writer."""
 
     def queued(self) -> int: ...
+
+
+# What a rollout's answers and shadow passes count: which route answered, and shadow texts'
+# outcomes. The routes and the shadow runner report them, the metrics label them.
+ROLLOUT_ROUTES = ("stable", "canary", "pinned")
+SHADOW_OUTCOMES = ("scored", "shed")
+
+
+class RolloutObserver(Protocol):
+    """Told of each answer's route and of each shadow pass's outcome and comparisons."""
+
+    def observe_answer(self, route: str) -> None:
+        """A prediction request was answered by one of :data:`ROLLOUT_ROUTES`."""
+
+    def observe_shadow(self, outcome: str, texts: int) -> None:
+        """``texts`` shadow texts had one of :data:`SHADOW_OUTCOMES`."""
+
+    def observe_agreement(self, top1: bool, jaccard: float, score_delta: float) -> None:
+        """One text scored by both versions: the candidate against the served one."""
+
+
+class CandidatePointer(Protocol):
+    """What ``CANDIDATE`` names (:class:`shared.store.Candidate` is one)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+
+class RolloutState(Protocol):
+    """The candidate pointer and the loaded candidate (the model manager is one)."""
+
+    @property
+    def rollout(self) -> CandidatePointer | None: ...
+
+    @property
+    def candidate(self) -> ServedVersion | None: ...

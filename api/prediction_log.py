@@ -1,10 +1,12 @@
 """The inference log on the API's side: the database engine and the background writer, made
 and closed with the app, and the few microseconds ``/predict`` spends handing a sampled
-request's rows to the writer (a bounded queue: it never waits for the database).
+request's rows to the writer (a bounded queue: it never waits for the database). The shadow
+runner logs its rows here too (role ``shadow``, with the comparison against the answer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from collections.abc import Sequence
@@ -14,6 +16,7 @@ from sqlalchemy import Engine
 
 from api.settings import ApiSettings
 from shared.inference_log import (
+    ROLE_SHADOW,
     FeedbackResult,
     LogObserver,
     PredictionLog,
@@ -23,6 +26,7 @@ from shared.inference_log import (
     title_hash,
     upgrade,
 )
+from shared.live import Agreement
 from shared.predictor import Prediction
 
 
@@ -78,26 +82,62 @@ class InferenceLog:
         texts: Sequence[str],
         version: str,
         predictions: Sequence[Prediction],
-    ) -> None:
-        """Queue one row per text of a request, if the request is sampled."""
+        compute_ms: float | None = None,
+    ) -> bool:
+        """Queue one row per text of a request, if the request is sampled; whether it was."""
         if self.sample < 1.0 and random.random() >= self.sample:
-            return
-        now = dt.datetime.now(dt.UTC)
-        keep = self.keep_titles
+            return False
+        self.writer.add(self._rows(request_id, texts, version, predictions, compute_ms))
+        return True
+
+    def record_shadow(
+        self,
+        request_id: str,
+        texts: Sequence[str],
+        version: str,
+        predictions: Sequence[Prediction],
+        compute_ms: float,
+        found: Sequence[Agreement],
+    ) -> None:
+        """Queue the shadow rows of a request whose answer rows were logged: ``version``'s
+        predictions of its first texts, each with its comparison (candidate vs served)."""
+        rows = self._rows(request_id, texts, version, predictions, compute_ms)
         self.writer.add(
             [
-                PredictionRow(
-                    request_id=request_id,
-                    position=position,
-                    created_at=now,
-                    version=version,
-                    title=text if keep else None,
-                    title_hash=title_hash(text),
-                    tokens=p.tokens,
-                    unknown_tokens=p.unknown,
-                    top_tags=[(t.tag, t.score) for t in p.tags],
-                    predicted=p.predicted,
+                dataclasses.replace(
+                    row,
+                    role=ROLE_SHADOW,
+                    agree_top1=one.top1,
+                    jaccard=one.jaccard,
+                    score_delta=one.score_delta,
                 )
-                for position, (text, p) in enumerate(zip(texts, predictions, strict=True))
+                for row, one in zip(rows, found, strict=True)
             ]
         )
+
+    def _rows(
+        self,
+        request_id: str,
+        texts: Sequence[str],
+        version: str,
+        predictions: Sequence[Prediction],
+        compute_ms: float | None,
+    ) -> list[PredictionRow]:
+        now = dt.datetime.now(dt.UTC)
+        keep = self.keep_titles
+        return [
+            PredictionRow(
+                request_id=request_id,
+                position=position,
+                created_at=now,
+                version=version,
+                title=text if keep else None,
+                title_hash=title_hash(text),
+                tokens=p.tokens,
+                unknown_tokens=p.unknown,
+                top_tags=[(t.tag, t.score) for t in p.tags],
+                predicted=p.predicted,
+                compute_ms=compute_ms,
+            )
+            for position, (text, p) in enumerate(zip(texts, predictions, strict=True))
+        ]

@@ -6,14 +6,26 @@ import asyncio
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Header, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from api.errors import ApiError, ClientGone
-from api.inference import InferenceService, ModelNotReady, QueueFull
+from api.inference import InferenceService, ModelNotReady, QueueFull, VersionNotLoaded
 from api.live import LiveMonitor
 from api.model_manager import ModelManager
+from api.observe import RolloutObserver
 from api.prediction_log import InferenceLog
+from api.rollout import (
+    MODEL_VERSION_HEADER,
+    PINNED_ROUTE,
+    ROLLOUT_KEY_HEADER,
+    answered_route,
+    not_loaded,
+    pinned_version,
+    rollout_sections,
+    route_for,
+)
 from api.schemas import (
     ErrorResponse,
     FailedVersion,
@@ -25,6 +37,7 @@ from api.schemas import (
     StatusResponse,
 )
 from api.settings import ApiSettings
+from api.shadow import ShadowRunner
 from shared.logs import request_context
 from shared.predictor import backend_of
 
@@ -41,10 +54,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "the body is over API_MAX_BODY_BYTES (`body_too_large`, not read), or "
         "a text is over API_MAX_TEXT_CHARS characters (`text_too_long`)",
     },
+    409: {
+        "model": ErrorResponse,
+        "description": "the request names a version (X-Model-Version or model_version) that "
+        "is not loaded (`version_not_loaded`; `loaded_versions` lists those that are)",
+    },
     422: {
         "model": ErrorResponse,
         "description": "invalid request: a body that is not JSON (or not a form) or does not "
-        "match the schema, a blank text, too many texts, top_k too large",
+        "match the schema, a blank text, too many texts, top_k too large, a header out of "
+        "bounds, or a header and a field naming different versions",
     },
     503: {
         "model": ErrorResponse,
@@ -65,6 +84,31 @@ async def get_manager(request: Request) -> ModelManager:
 
 async def get_inference(request: Request) -> InferenceService:
     return request.app.state.inference  # type: ignore[no-any-return]
+
+
+async def get_shadow(request: Request) -> ShadowRunner:
+    return request.app.state.shadow  # type: ignore[no-any-return]
+
+
+PinHeader = Annotated[
+    str | None,
+    Header(
+        alias=MODEL_VERSION_HEADER,
+        min_length=1,
+        max_length=128,
+        description="answer with this loaded version (409 when it is not loaded; never shadowed)",
+    ),
+]
+KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=ROLLOUT_KEY_HEADER,
+        min_length=1,
+        max_length=128,
+        description="during a canary, requests with the same key land on the same version "
+        "(default: the request id)",
+    ),
+]
 
 
 def not_ready(manager: ModelManager) -> ApiError:
@@ -105,6 +149,8 @@ async def _predict(
     settings: ApiSettings,
     inference: InferenceService,
     manager: ModelManager,
+    pin: str | None = None,
+    key: str | None = None,
 ) -> JSONResponse:
     context = request_context.get()
     if context is not None:  # for the access log and the texts-per-request histogram
@@ -125,10 +171,17 @@ async def _predict(
     top_k = top_k or settings.default_top_k
     if top_k > settings.max_top_k:
         raise ApiError(422, "invalid_top_k", f"top_k is {top_k}; at most {settings.max_top_k}")
+    if manager.current is None:
+        raise not_ready(manager)
+    request_id = context.request_id if context is not None else None
+    route = route_for(manager, pin, key or request_id)
     try:
-        model, predictions = await unless_disconnected(request, inference.submit(texts, top_k))
+        work = inference.submit(texts, top_k, route.target, route.pinned)
+        answer = await unless_disconnected(request, work)
     except ModelNotReady:
         raise not_ready(manager) from None
+    except VersionNotLoaded as exc:
+        raise not_loaded(manager, exc.version) from None
     except QueueFull:
         raise ApiError(
             503,
@@ -136,13 +189,21 @@ async def _predict(
             "too many texts are waiting for the model; retry shortly",
             headers={"Retry-After": "1"},
         ) from None
+    model, predictions = answer.model, answer.predictions
+    answered = answered_route(route, model.version)
+    observer: RolloutObserver | None = request.app.state.rollout_observer
+    if observer is not None:
+        observer.observe_answer(answered)
+    logged = False
     if context is not None:
         context.model_version = model.version
         inference_log: InferenceLog = request.app.state.inference_log
-        inference_log.record(context.request_id, texts, model.version, predictions)
+        logged = inference_log.record(
+            context.request_id, texts, model.version, predictions, answer.compute_s * 1000
+        )
     # Built as plain JSON (the shape of PredictResponse, which documents it): validating our
     # own output again per request costs CPU the model needs.
-    return JSONResponse(
+    response = JSONResponse(
         {
             "model_version": model.version,
             "predictions": [
@@ -154,6 +215,12 @@ async def _predict(
             ],
         }
     )
+    if answered != PINNED_ROUTE and request_id is not None:
+        shadow: ShadowRunner = request.app.state.shadow
+        job = shadow.job_for(request_id, texts, top_k, model, predictions, logged)
+        if job is not None:  # queued once the answer is sent
+            response.background = BackgroundTask(shadow.enqueue, job)
+    return response
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS, tags=["predict"])
@@ -163,9 +230,15 @@ async def predict(
     settings: Annotated[ApiSettings, Depends(get_settings)],
     inference: Annotated[InferenceService, Depends(get_inference)],
     manager: Annotated[ModelManager, Depends(get_manager)],
+    model_version: PinHeader = None,
+    rollout_key: KeyHeader = None,
 ) -> JSONResponse:
-    """Tags for one text or a list of texts, in order, from the served model version."""
-    return await _predict(request, body.all_texts(), body.top_k, settings, inference, manager)
+    """Tags for one text or a list of texts, in order, from the served model version (or the
+    canary's candidate for its share of keys, or the loaded version the request names)."""
+    pin = pinned_version(model_version, body.model_version)
+    return await _predict(
+        request, body.all_texts(), body.top_k, settings, inference, manager, pin, rollout_key
+    )
 
 
 @router.post("/tag/predict/", response_model=PredictResponse, responses=ERRORS, tags=["capstone"])
@@ -175,11 +248,15 @@ async def tag_predict_form(
     settings: Annotated[ApiSettings, Depends(get_settings)],
     inference: Annotated[InferenceService, Depends(get_inference)],
     manager: Annotated[ModelManager, Depends(get_manager)],
+    model_version: PinHeader = None,
+    rollout_key: KeyHeader = None,
 ) -> JSONResponse:
     """The original capstone's route: form field ``text``; answers like ``POST /predict``."""
     if not text.strip():
         raise ApiError(422, "invalid_request", "text: text is empty or only whitespace")
-    return await _predict(request, [text], None, settings, inference, manager)
+    return await _predict(
+        request, [text], None, settings, inference, manager, model_version, rollout_key
+    )
 
 
 @router.get("/tag/status/", response_model=StatusResponse, tags=["capstone"])
@@ -211,10 +288,11 @@ async def model_info(
     request: Request,
     manager: Annotated[ModelManager, Depends(get_manager)],
     inference: Annotated[InferenceService, Depends(get_inference)],
+    shadow: Annotated[ShadowRunner, Depends(get_shadow)],
 ) -> ModelInfo:
     """The served version, when it was created and loaded, labels, training and metrics; and
     its live quality and drift (``live``) from the inference log, with those of other versions
-    served recently."""
+    served recently; the rollout candidate beside it, the shadow counts and the agreement."""
     failed = [
         FailedVersion(
             version=version,
@@ -234,6 +312,7 @@ async def model_info(
     current = manager.current
     monitor: LiveMonitor = request.app.state.live
     live = monitor.section(current.version if current is not None else None)
+    rollout = rollout_sections(manager, shadow)
     if current is None:
         return ModelInfo(
             version=None,
@@ -242,6 +321,7 @@ async def model_info(
             failed_versions=failed,
             batching=batching,
             live=live,
+            **rollout,
         )
     valid = current.metrics.get("valid", {})
     return ModelInfo(
@@ -260,4 +340,5 @@ async def model_info(
         failed_versions=failed,
         batching=batching,
         live=live,
+        **rollout,
     )

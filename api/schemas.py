@@ -7,6 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from api.rollout_schemas import AgreementSummary, CandidateInfo, ShadowCounts
+
 EXAMPLE_TITLE = "How to merge two pandas DataFrames on a column?"
 
 
@@ -44,6 +46,14 @@ class PredictRequest(BaseModel):
     top_k: int | None = Field(
         None, ge=1, description="how many scored tags to return per text (null: the default)"
     )
+    model_version: str | SkipJsonSchema[None] = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="answer with this loaded version (as the X-Model-Version header; 409 when "
+        "it is not loaded)",
+        json_schema_extra=_no_default,
+    )
 
     @field_validator("top_k", mode="before")
     @classmethod
@@ -78,6 +88,8 @@ class PredictRequest(BaseModel):
         (name,) = given
         if getattr(self, name) is None:
             raise ValueError(f"{name} must not be null")
+        if "model_version" in self.model_fields_set and self.model_version is None:
+            raise ValueError("model_version must not be null (leave it out for the default)")
         return self
 
     def all_texts(self) -> list[str]:
@@ -132,6 +144,9 @@ class ErrorResponse(BaseModel):
         None,
         description="this request's id (the X-Request-ID header): quote it to find our log lines",
         examples=["3f2b9c1e8d7a4f60a1b2c3d4e5f60718"],
+    )
+    loaded_versions: list[str] | None = Field(
+        None, description="version_not_loaded: the versions that can be named (served first)"
     )
 
 
@@ -308,3 +323,14 @@ class ModelInfo(BaseModel):
     live: LiveSection | None = Field(
         None, description="live quality and drift from the inference log (null: not yet)"
     )
+    loaded_versions: list[str] = Field(
+        [], description="versions a request may name (X-Model-Version): served, then candidate"
+    )
+    candidate: CandidateInfo | None = Field(
+        None, description="the rollout candidate CANDIDATE names (null: none)"
+    )
+    candidate_error: str | None = Field(
+        None, description="why CANDIDATE cannot be read, when it cannot (no candidate is served)"
+    )
+    shadow: ShadowCounts | None = None
+    agreement: AgreementSummary | None = None

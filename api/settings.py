@@ -117,3 +117,17 @@ class ApiSettings(ServiceSettings):
         description="how often the live figures are recomputed from the database "
         "(0: no live figures)",
     )
+    shadow_max_busy: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="shadow passes run only while the model thread was busy less than this "
+        "share of the last second (and no request waits)",
+    )
+    shadow_queue: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="most texts waiting for a shadow pass; beyond it the oldest are shed and "
+        "counted (as are those waiting over 2 s)",
+    )
