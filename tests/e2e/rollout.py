@@ -147,7 +147,7 @@ def summary(load_file: str, stable: str, candidate: str, fraction: float) -> int
     assert abs(share - fraction) <= 0.05, f"canary share {share:.3f}, fraction {fraction}"
     for name, answered_by in (("steady", stable), ("shadow", stable), ("promoted", candidate)):
         assert set(phases[name]["versions"]) == {answered_by}, (name, phases[name]["versions"])
-    assert set(phases["aborted"]["versions"]) == {candidate}, phases["aborted"]["versions"]
+    assert set(phases["aborted"]["versions"]) == {candidate}, ("aborted", phases["aborted"])
     assert moving <= P99_LIMIT * steady, f"p99 during the moves {moving} > 2 x steady {steady}"
     return 0
 
