@@ -95,13 +95,13 @@ def pin(url: str, stable: str, candidate: str, unloaded: str) -> int:
             status, answer = predict(url, headers, body)
             assert status == 200, (version, status, answer)
             assert answer["model_version"] == version, (version, answer)
-    status, answer = predict(url, {"X-Model-Version": unloaded}, {})
-    assert status == 409, (status, answer)
-    assert answer["error"] == "version_not_loaded", answer
-    assert sorted(answer["loaded_versions"]) == sorted([stable, candidate]), answer
+    status, refused = predict(url, {"X-Model-Version": unloaded}, {})
+    assert status == 409, (status, refused)
+    assert refused["error"] == "version_not_loaded", refused
+    assert sorted(refused["loaded_versions"]) == sorted([stable, candidate]), refused
     status, answer = predict(url, {"X-Model-Version": stable}, {"model_version": candidate})
     assert status == 422, (status, answer)
-    print(f"pinned: {stable} 200, {candidate} 200 (header and field); {unloaded} 409: {answer}")
+    print(f"pinned: {stable} 200, {candidate} 200 (header and field); {unloaded} 409: {refused}")
     return 0
 
 
@@ -115,6 +115,20 @@ def keys(url: str, candidate: str, fraction: float) -> int:
         assert (answers == {candidate}) == expected_candidate, (key, canary_share(key), answers)
         on_candidate += expected_candidate
     print(f"40 keys x 3 requests: each on one version; {on_candidate} on {candidate}, as hashed")
+    return 0
+
+
+def light(url: str, count: int, prefix: str) -> int:
+    before = get_json(f"{url}/model")
+    for i in range(count):
+        status, answer = predict(url, {"X-Request-ID": f"{prefix}-{i}"}, {})
+        assert status == 200, (status, answer)
+    time.sleep(1)  # the last shadow passes
+    after = get_json(f"{url}/model")
+    print(
+        f"shadow under the load: {before.get('shadow')}; after {count} requests one at a time: "
+        f"{after.get('shadow')}, agreement {after.get('agreement')}"
+    )
     return 0
 
 
@@ -160,6 +174,8 @@ def main(argv: list[str]) -> int:
         return pin(*args[:4])
     if command == "keys":
         return keys(args[0], args[1], float(args[2]))
+    if command == "light":
+        return light(args[0], int(args[1]), args[2])
     if command == "summary":
         return summary(args[0], args[1], args[2], float(args[3]))
     print(__doc__, file=sys.stderr)
