@@ -34,7 +34,8 @@ def _phase(versions: dict[str, int], p99: float = 100.0, failed: int = 0) -> dic
 
 def _load() -> dict[str, Any]:
     """A run that passes: steady and shadow on the stable version, 10% canary, then the
-    candidate everywhere; the moves at most 2x the steady p99."""
+    candidate everywhere; the moves at most 2x the steady p99 (the CLI's own start is not a
+    move)."""
     return {
         "now": 60.0,
         "phases": {
@@ -45,6 +46,7 @@ def _load() -> dict[str, Any]:
             "promote-move": _phase({STABLE: 50, CANDIDATE: 50}, p99=200.0),
             "promoted": _phase({CANDIDATE: 500}),
             "shadow-old-move": _phase({CANDIDATE: 100}),
+            "abort-cli": _phase({CANDIDATE: 100}, p99=500.0),  # the CLI's start: printed only
             "abort-move": _phase({CANDIDATE: 100}),
             "aborted": _phase({CANDIDATE: 400}),
         },
@@ -62,6 +64,7 @@ def test_summary_passes_a_clean_rollout(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "0 failed; canary share 10.0% of 1000" in out
     assert "p99 during the moves 200.0 ms (worst move), steady 100.0 ms: 2.00x" in out
+    assert "while the CLI started: 500.0 ms (5.00x)" in out
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ python3 tests/e2e/rollout.py summary LOAD_JSON STABLE CANDIDATE FRACTION
 
 from __future__ import annotations
 
+import ast
+import csv
 import hashlib
 import json
 import sys
@@ -25,12 +27,16 @@ import urllib.request
 from typing import Any
 
 TITLE = "How to merge two dictionaries in Python?"
-MOVES = ("shadow-move", "canary-move", "promote-move", "shadow-old-move", "abort-move")
-# The load client's phases in the order the scripts set them ("pause": no requests, while the
-# e2e trains its candidate; the swarm sets its candidate by hand, in "shadow-move").
+STEPS = ("shadow", "canary", "promote", "shadow-old", "abort")
+# Each step: "STEP-cli" while the operator's CLI runs (a one-off container whose Python start
+# shares the API's CPU here), then "STEP-move" from its exit (the pointer moved) until every
+# replica reports the change, and 2 s more. The moves are held to P99_LIMIT, the CLI's phases
+# printed. ("pause": no requests; the e2e's candidate comes from a training, so no "shadow-*".)
+MOVES = tuple(f"{step}-move" for step in STEPS)
+CLIS = tuple(f"{step}-cli" for step in STEPS)
 PHASES = (
-    *("steady", "shadow-move", "shadow", "canary-move", "canary", "promote-move", "promoted"),
-    *("shadow-old-move", "abort-move", "aborted"),
+    *("steady", *CLIS[:1], *MOVES[:1], "shadow", CLIS[1], MOVES[1], "canary", CLIS[2], MOVES[2]),
+    *("promoted", CLIS[3], MOVES[3], CLIS[4], MOVES[4], "aborted"),
 )
 P99_LIMIT = 2.0  # p99 during the moves at most this many times the steady p99
 
@@ -45,18 +51,21 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-def predict(url: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
-    """POST /predict; the status and the JSON answer (errors included)."""
+def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+    """POST JSON; the status and the JSON answer (errors included)."""
     request = urllib.request.Request(
-        f"{url}/predict",
-        json.dumps({"text": TITLE, **body}).encode(),
-        {"Content-Type": "application/json", **headers},
+        url, json.dumps(body).encode(), {"Content-Type": "application/json", **headers}
     )
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def predict(url: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+    """POST /predict of the one title, with ``body``'s fields added."""
+    return post(f"{url}/predict", {"text": TITLE, **body}, headers)
 
 
 def reported(url: str) -> tuple[str | None, str | None, str | None, bool]:
@@ -118,10 +127,16 @@ def keys(url: str, candidate: str, fraction: float) -> int:
     return 0
 
 
-def light(url: str, count: int, prefix: str) -> int:
+def light(url: str, tsv: str, count: int, prefix: str) -> int:
+    with open(tsv, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))[:count]
     before = get_json(f"{url}/model")
-    for i in range(count):
-        status, answer = predict(url, {"X-Request-ID": f"{prefix}-{i}"}, {})
+    for i, row in enumerate(rows):
+        request_id, tags = f"{prefix}-{i}", ast.literal_eval(row["tags"])
+        headers = {"X-Request-ID": request_id}
+        status, answer = post(f"{url}/predict", {"text": row["title"]}, headers)
+        assert status == 200, (status, answer)
+        status, answer = post(f"{url}/feedback", {"request_id": request_id, "tags": tags}, {})
         assert status == 200, (status, answer)
     time.sleep(1)  # the last shadow passes
     after = get_json(f"{url}/model")
@@ -150,10 +165,12 @@ def summary(load_file: str, stable: str, candidate: str, fraction: float) -> int
     share = canary.get(candidate, 0) / max(sum(canary.values()), 1)
     steady = phases["steady"]["p99_ms"]
     moving = max(phases[name]["p99_ms"] for name in MOVES if name in phases)
+    cli = max((phases[name]["p99_ms"] for name in CLIS if name in phases), default=0)
     print(
         f"rollout: {total} requests, {failed} failed; canary share {share:.1%} of "
         f"{sum(canary.values())} (fraction {fraction:.0%}); p99 during the moves {moving} ms "
-        f"(worst move), steady {steady} ms: {moving / max(steady, 1e-9):.2f}x"
+        f"(worst move), steady {steady} ms: {moving / max(steady, 1e-9):.2f}x; while the CLI "
+        f"started: {cli} ms ({cli / max(steady, 1e-9):.2f}x)"
     )
     assert failed == 0, "failed requests"
     for name, p in phases.items():
@@ -175,7 +192,7 @@ def main(argv: list[str]) -> int:
     if command == "keys":
         return keys(args[0], args[1], float(args[2]))
     if command == "light":
-        return light(args[0], int(args[1]), args[2])
+        return light(args[0], args[1], int(args[2]), args[3])
     if command == "summary":
         return summary(args[0], args[1], args[2], float(args[3]))
     print(__doc__, file=sys.stderr)

@@ -121,7 +121,8 @@ rollout() {  # API_URL...: the rollout stages against these replicas (the load o
   loader=$!
   sleep 8
   phase pause "$loads"  # two cores: the clients wait while the trainer trains
-  v5=$(train -e TRAINER_ROLLOUT=shadow -e TRAINER_FORCE_PROMOTE=true)
+  # Another seed: a candidate that differs from the served version (forced past the gate).
+  v5=$(train -e TRAINER_ROLLOUT=shadow -e TRAINER_FORCE_PROMOTE=true -e TRAINER_SEED=7)
   [ -n "$v5" ] && [ "$v5" != "$stable" ] || fail "the shadow retrain published nothing new"
   grep -m1 'candidate' "$WORK/train.out" "$WORK/train.log" >&2 || true
   python3 tests/e2e/rollout.py wait "$stable" "$v5" shadow "${urls[@]}" \
@@ -129,9 +130,10 @@ rollout() {  # API_URL...: the rollout stages against these replicas (the load o
   phase shadow "$loads"; sleep 8
   python3 tests/e2e/rollout.py pin "$URL" "$stable" "$v5" "$unloaded" || fail "pinning"
   # 64 clients saturate two cores, so the shadow sheds all but a few texts, as it must; a
-  # spell of single requests gives it room (logged under the ids e2e-light-N).
+  # spell of single requests (held-out titles, their tags reported as feedback) gives it room.
   phase pause "$loads"
-  python3 tests/e2e/rollout.py light "$URL" 80 e2e-light || fail "requests one at a time"
+  python3 tests/e2e/rollout.py light "$URL" data/sample/valid.tsv 200 e2e-light \
+    || fail "requests one at a time, with feedback"
   phase shadow "$loads"
   for _ in $(seq 1 20); do  # the writer flushes every API_PREDICTION_LOG_FLUSH_S (0.5 s)
     shadow_rows=$(docker compose exec -T -u postgres db psql -d tagger -tAc "SELECT count(*)
@@ -146,24 +148,24 @@ rollout() {  # API_URL...: the rollout stages against these replicas (the load o
   versions_cli status
 
   step "rollout: canary $v5 at 10%, then promote it"
+  phase canary-cli "$loads"; versions_cli canary "$v5" --fraction 0.1
   phase canary-move "$loads"
-  versions_cli canary "$v5" --fraction 0.1
   python3 tests/e2e/rollout.py wait "$stable" "$v5" canary "${urls[@]}" || fail "canary"
-  phase canary "$loads"; sleep 10
+  sleep 2; phase canary "$loads"; sleep 10
   python3 tests/e2e/rollout.py keys "$URL" "$v5" 0.1 || fail "rollout keys"
+  phase promote-cli "$loads"; versions_cli promote "$v5"
   phase promote-move "$loads"
-  versions_cli promote "$v5"
   python3 tests/e2e/rollout.py wait "$v5" none - "${urls[@]}" || fail "promote"
-  phase promoted "$loads"; sleep 5
+  sleep 2; phase promoted "$loads"; sleep 5
 
   step "rollout: shadow the old version $stable, then abort"
+  phase shadow-old-cli "$loads"; versions_cli shadow "$stable"
   phase shadow-old-move "$loads"
-  versions_cli shadow "$stable"
   python3 tests/e2e/rollout.py wait "$v5" "$stable" shadow "${urls[@]}" || fail "shadow old"
+  sleep 2; phase abort-cli "$loads"; versions_cli abort --reason "e2e: the abort path"
   phase abort-move "$loads"
-  versions_cli abort --reason "e2e: the abort path"
   python3 tests/e2e/rollout.py wait "$v5" none - "${urls[@]}" || fail "abort"
-  phase aborted "$loads"; sleep 4
+  sleep 2; phase aborted "$loads"; sleep 4
   touch "$loads/stop"; wait "$loader"; loader=
   versions_cli list
   python3 tests/e2e/rollout.py summary "$WORK/rollout.json" "$stable" "$v5" 0.1 \

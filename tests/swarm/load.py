@@ -103,7 +103,10 @@ def client(
     i = n
     while not stop.is_set():
         phase = (work / "phase").read_text().strip()  # replaced atomically by the test
-        if phase == "pause":
+        if phase == "pause":  # an idle connection would be closed by the server meanwhile
+            if connection is not None:
+                connection.close()
+                connection = None
             time.sleep(0.05)
             continue
         body = json.dumps({"text": TITLES[i % len(TITLES)]})

@@ -177,15 +177,16 @@ with store.staging() as (version, folder):
 print(version)' 2>/dev/null | tail -1)
   [ -n "$v3" ] || fail "could not publish a copy of $stable"
   sleep 4
+  phase shadow-cli "$loads"; versions_cli shadow "$v3"
   phase shadow-move "$loads"
-  versions_cli shadow "$v3"
   on_every_replica wait "$stable" "$v3" shadow || fail "not every replica has $v3 as its shadow"
-  phase shadow "$loads"; sleep 8
+  sleep 2; phase shadow "$loads"; sleep 8
   python3 tests/e2e/rollout.py pin "$URL" "$stable" "$v3" "$unloaded" || fail "pinning through the edge"
   # The clients saturate the replicas' half cores, so the shadow sheds nearly everything, as
   # it must; a spell of single requests gives it room.
   phase pause "$loads"
-  python3 tests/e2e/rollout.py light "$URL" 90 swarm-light || fail "requests one at a time"
+  python3 tests/e2e/rollout.py light "$URL" data/sample/valid.tsv 150 swarm-light \
+    || fail "requests one at a time, with feedback"
   phase shadow "$loads"
   db=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_db" | head -1)
   for _ in $(seq 1 20); do
@@ -198,22 +199,22 @@ print(version)' 2>/dev/null | tail -1)
   [ "$shadow_rows" -gt 0 ] || fail "no shadow row of $v3 in PostgreSQL"
 
   step "rollout: canary $v3 at 10%, promote; shadow $stable, abort"
+  phase canary-cli "$loads"; versions_cli canary "$v3" --fraction 0.1
   phase canary-move "$loads"
-  versions_cli canary "$v3" --fraction 0.1
   on_every_replica wait "$stable" "$v3" canary || fail "canary on every replica"
-  phase canary "$loads"; sleep 10
+  sleep 2; phase canary "$loads"; sleep 10
   python3 tests/e2e/rollout.py keys "$URL" "$v3" 0.1 || fail "rollout keys through the edge"
+  phase promote-cli "$loads"; versions_cli promote "$v3"
   phase promote-move "$loads"
-  versions_cli promote "$v3"
   on_every_replica wait "$v3" none - || fail "promote on every replica"
-  phase promoted "$loads"; sleep 5
+  sleep 2; phase promoted "$loads"; sleep 5
+  phase shadow-old-cli "$loads"; versions_cli shadow "$stable"
   phase shadow-old-move "$loads"
-  versions_cli shadow "$stable"
   on_every_replica wait "$v3" "$stable" shadow || fail "shadow old on every replica"
+  sleep 2; phase abort-cli "$loads"; versions_cli abort --reason "e2e-swarm: the abort path"
   phase abort-move "$loads"
-  versions_cli abort --reason "e2e-swarm: the abort path"
   on_every_replica wait "$v3" none - || fail "abort on every replica"
-  phase aborted "$loads"; sleep 4
+  sleep 2; phase aborted "$loads"; sleep 4
   touch "$loads/stop"; wait "$loader"; loader=
   versions_cli status
   python3 tests/e2e/rollout.py summary "$WORK/rollout.json" "$stable" "$v3" 0.1 \
