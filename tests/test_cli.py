@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from shared.data import read_dataset
-from shared.store import ArtefactStore
-from tests.conftest import REPO, SAMPLE_DATA, run_command
+from shared.store import ArtefactError, ArtefactStore
+from tests.conftest import REPO, SAMPLE_DATA, publish, run_command
 from trainer.split import PUBLIC_DATASET, SAMPLE_DATASET, default_dataset
 
 TAGGER = Path(sys.executable).parent / "tagger"  # installed by `make setup` (pip install -e .)
@@ -96,3 +96,59 @@ def test_tagger_train_without_a_dataset_trains_on_the_sample(
     assert scored.returncode == 0 and '"n": 3000' in scored.stdout
     bad = tagger("versions", "--artefacts-dir", str(art), "use", "nope")
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_tagger_versions_rolls_a_candidate_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.versions import main as versions_main
+
+    store = ArtefactStore(tmp_path)
+    stable, new = publish(store, "stable weights"), publish(store, "new weights")
+    store.set_latest(stable)
+    where = ["--artefacts-dir", str(tmp_path)]
+
+    def versions(*args: str) -> str:
+        assert versions_main([*where, *args]) == 0
+        return capsys.readouterr().out
+
+    shadowed = tagger("versions", *where, "shadow", new, "--sample", "0.3")
+    assert shadowed.returncode == 0, shadowed.stderr
+    assert f"CANDIDATE -> {new} (shadow, sample 0.3, since" in shadowed.stdout
+    assert f"beside {stable})" in shadowed.stdout
+    assert f"~ {new}" in versions("list") and f"* {stable}" in versions("list")
+    assert "shadow" in versions("list").split(new)[1].splitlines()[0]  # its status column
+    out = versions("canary", new, "--fraction", "0.1")
+    assert f"{new} (canary, sample 0.2, fraction 0.1" in out
+    status = versions("status")
+    assert f"LATEST    {stable} (promoted)" in status
+    assert f"CANDIDATE {new} (canary, sample 0.2, fraction 0.1" in status
+    assert "reason: set by hand (versions canary)" in status
+    with pytest.raises(ArtefactError, match=f"the candidate is {new} \\(canary\\), not {stable}"):
+        versions_main([*where, "promote", stable])
+    assert f"LATEST -> {new} (was {stable}); no candidate" in versions("promote", new)
+    assert "CANDIDATE none" in versions("status")
+    assert store.promotion(new).history[-1]["status"] == "canary"
+
+    versions("shadow", stable)  # the former one, to compare or to roll back to
+    assert f"aborted {stable}; LATEST unchanged" in versions("abort", "--reason", "looked worse")
+    assert store.promotion(stable).reason == "looked worse" and store.latest() == new
+    nothing = tagger("versions", *where, "abort")
+    assert nothing.returncode == 2
+    assert nothing.stderr == "error: there is no candidate to abort\n"
+
+
+def test_versions_compare_and_decide_parse_their_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.versions import parse_args
+
+    database = f"sqlite:///{tmp_path / 'log.db'}"
+    monkeypatch.setenv("TRAINER_DATABASE_URL", database)
+    compare = parse_args(["compare", "--window-s", "600"])
+    assert (compare.command, compare.window_s, compare.database_url) == ("compare", 600, database)
+    decide = parse_args(["decide", "--min-requests", "50", "--max-quality-drop", "0.02"])
+    assert (decide.min_requests, decide.min_agreement, decide.min_feedback) == (50, 0.8, 30)
+    assert decide.max_quality_drop == 0.02
+    with pytest.raises(SystemExit):
+        parse_args(["compare", "--window-s", "0"])

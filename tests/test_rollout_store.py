@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import shared.store.records as records
 import shared.store.rollout as rollout
@@ -28,9 +29,7 @@ from shared.store import (
     Candidate,
     new_version_name,
 )
-from tests.conftest import corrupt, publish, tiny_config
-from trainer.promotion import settle_promotion
-from trainer.versions import main as versions_main
+from tests.conftest import corrupt, publish, tiny_config, trainer_args
 
 
 def store_with(tmp_path: Path, n: int) -> tuple[ArtefactStore, list[str]]:
@@ -101,7 +100,7 @@ def test_abort_clears_the_candidate_and_is_a_compare_and_swap(tmp_path: Path) ->
 
 
 def test_replace_supersedes_and_set_latest_to_the_candidate_clears_it(tmp_path: Path) -> None:
-    store, (stable, first, second) = store_with(tmp_path, 3)
+    store, (_stable, first, second) = store_with(tmp_path, 3)
     store.set_candidate(first, SHADOW)
     with pytest.raises(ArtefactError, match=f"{first} is the shadow candidate; abort it first"):
         store.set_candidate(second, SHADOW)
@@ -144,14 +143,14 @@ def test_refusals_are_one_line_and_change_nothing(
 def test_a_corrupted_version_is_never_made_the_candidate_nor_promoted(tmp_path: Path) -> None:
     store, (stable, good, bad) = store_with(tmp_path, 3)
     corrupt(store, bad)
-    with pytest.raises(ArtefactError, match="model.safetensors"):
+    with pytest.raises(ArtefactError, match=r"model\.safetensors"):
         store.set_candidate(bad, SHADOW)
     assert store.candidate() is None and store.promotion(bad).status == PENDING
     store.set_candidate(good, SHADOW)
     with pytest.raises(ArtefactError, match=f"the candidate is {good} \\(shadow\\), not {bad}"):
         store.promote_candidate(bad, "x")
     corrupt(store, good)  # broken after it was set: promoting it is refused
-    with pytest.raises(ArtefactError, match="model.safetensors"):
+    with pytest.raises(ArtefactError, match=r"model\.safetensors"):
         store.promote_candidate(good, "x")
     assert store.latest() == stable and store.promotion(good).status == SHADOW
 
@@ -163,11 +162,27 @@ def test_nothing_to_stand_beside_without_latest(tmp_path: Path) -> None:
         store.set_candidate(version, SHADOW)
 
 
+def test_every_move_waits_for_the_store_lock(tmp_path: Path) -> None:
+    store, (_stable, new) = store_with(tmp_path, 2)
+    holder = ArtefactStore(tmp_path, lock_timeout_s=0)
+    impatient = ArtefactStore(tmp_path, lock_timeout_s=0)
+    store.set_candidate(new, SHADOW)
+    with holder.lock():
+        for move in (
+            lambda: impatient.set_candidate(new, CANARY, fraction=0.1),
+            lambda: impatient.promote_candidate(new, "test"),
+            lambda: impatient.abort_candidate("test"),
+        ):
+            with pytest.raises(ArtefactError, match="store lock"):
+                move()
+    assert impatient.abort_candidate("free again") == new
+
+
 # ---- crash points ----------------------------------------------------------------------------
 def test_records_are_written_before_the_pointer_moves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store, (stable, new) = store_with(tmp_path, 2)
+    store, (_stable, new) = store_with(tmp_path, 2)
     written: list[str] = []
     real = rollout.write_atomic
 
@@ -191,7 +206,9 @@ def test_records_are_written_before_the_pointer_moves(
 def test_a_promotion_cut_short_leaves_a_stale_candidate_the_next_change_removes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store, (stable, new, other) = store_with(tmp_path, 3)
+    from trainer.versions import main as versions_main
+
+    store, (_stable, new, other) = store_with(tmp_path, 3)
     store.set_candidate(new, CANARY, fraction=0.1)
 
     def crash(root: Path) -> None:
@@ -226,6 +243,8 @@ def test_a_promotion_cut_short_leaves_a_stale_candidate_the_next_change_removes(
 def test_an_unreadable_candidate_is_one_error_that_abort_mends(
     tmp_path: Path, content: bytes | None, problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from trainer.versions import main as versions_main
+
     store, (stable, new) = store_with(tmp_path, 2)
     path = tmp_path / CANDIDATE_FILE
     if content is None:
@@ -249,7 +268,7 @@ def test_an_unreadable_candidate_is_one_error_that_abort_mends(
 
 
 def test_invalid_fields_on_disk_are_refused(tmp_path: Path) -> None:
-    store, (stable, new) = store_with(tmp_path, 2)
+    store, (_stable, new) = store_with(tmp_path, 2)
     store.set_candidate(new, CANARY, fraction=0.1)
     for field, value, problem in [
         ("fraction", 0.0, "a canary needs a fraction"),
@@ -275,7 +294,7 @@ def test_stray_temp_files_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
 
 # ---- records and retention -------------------------------------------------------------------
 def test_record_history_is_kept_and_bounded(tmp_path: Path) -> None:
-    store, (stable, new) = store_with(tmp_path, 2)
+    store, (_stable, new) = store_with(tmp_path, 2)
     for i in range(records.HISTORY_LIMIT + 5):
         store.set_candidate(new, SHADOW, sample=round(0.01 * i, 2), reason=f"step {i}")
     record = store.promotion(new)
@@ -339,12 +358,15 @@ def test_two_operators_in_two_processes_never_break_a_pointer(tmp_path: Path) ->
 
 
 # ---- the trainer's rollout setting ---------------------------------------------------------
+# (trainer modules imported in the tests: the operators' processes above import this module)
 def passing_gate(store: ArtefactStore) -> dict[str, Any]:
     return {"previous": store.latest(), "promoted": True, "reason": "micro-F1 0.9 >= 0.8"}
 
 
 @pytest.mark.parametrize("mode", [SHADOW, CANARY])
 def test_settle_publishes_a_passing_version_as_the_candidate(tmp_path: Path, mode: str) -> None:
+    from trainer.promotion import settle_promotion
+
     store, (stable, earlier, mine) = store_with(tmp_path, 3)
     store.set_candidate(earlier, SHADOW)  # an earlier run's candidate: replaced
     decision = settle_promotion(
@@ -362,6 +384,8 @@ def test_settle_publishes_a_passing_version_as_the_candidate(tmp_path: Path, mod
 def test_settle_promotes_the_first_model_and_rejects_a_failing_one_whatever_the_rollout(
     tmp_path: Path,
 ) -> None:
+    from trainer.promotion import settle_promotion
+
     store = ArtefactStore(tmp_path)
     first = publish(store, keep_claim=True)
     decision = settle_promotion(
@@ -376,7 +400,9 @@ def test_settle_promotes_the_first_model_and_rejects_a_failing_one_whatever_the_
 
 
 def test_settle_regates_when_latest_moves_before_the_candidate_is_set(tmp_path: Path) -> None:
-    store, (stable, moved_to, mine) = store_with(tmp_path, 3)
+    from trainer.promotion import settle_promotion
+
+    store, (_stable, moved_to, mine) = store_with(tmp_path, 3)
     decision = passing_gate(store)
     store.set_latest(moved_to)  # another writer, between the gate and the decision
     gates: list[str | None] = []
@@ -392,24 +418,28 @@ def test_settle_regates_when_latest_moves_before_the_candidate_is_set(tmp_path: 
 
 
 def test_trainer_with_rollout_shadow_publishes_the_candidate_beside_latest(
-    store_copy: ArtefactStore, tiny_model_dir: Path, fixture_data: dict[str, Path]
+    store_copy: ArtefactStore,
+    tiny_model_dir: Path,
+    fixture_data: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from trainer.train import train
+    from trainer.__main__ import main as trainer_main
 
     stable = store_copy.latest()
-    config = tiny_config(
-        tiny_model_dir,
-        epochs=1,
-        baseline=False,
-        force_promote=True,
-        rollout="shadow",
-        rollout_sample=0.5,
-        max_train_examples=32,
+    config = tmp_path / "tiny.yaml"
+    recipe = tiny_config(
+        tiny_model_dir, epochs=1, baseline=False, force_promote=True, max_train_examples=32
     )
-    result = train(config, fixture_data["train"], fixture_data["valid"], store_copy.root)
-    assert result is not None and result.candidate == SHADOW and not result.promoted
-    assert store_copy.latest() == stable
+    config.write_text(yaml.safe_dump(recipe.public_dict()))
+    monkeypatch.setenv("TRAINER_ROLLOUT", "shadow")
+    monkeypatch.setenv("TRAINER_ROLLOUT_SAMPLE", "0.5")
+    assert trainer_main(trainer_args(config, fixture_data, store_copy.root)[2:]) == 0
+    assert store_copy.latest() == stable  # LATEST did not move, and the exit code says fine
     candidate = store_copy.candidate()
-    assert candidate is not None
-    assert (candidate.version, candidate.sample, candidate.stable) == (result.version, 0.5, stable)
-    assert store_copy.promotion(result.version).status == SHADOW
+    assert candidate is not None and (candidate.sample, candidate.stable) == (0.5, stable)
+    assert candidate.mode == SHADOW and candidate.reason == "forced"
+    assert store_copy.promotion(candidate.version).status == SHADOW
+    out = capsys.readouterr().out
+    assert f"{candidate.version} is the shadow candidate beside LATEST, which did not move" in out

@@ -186,12 +186,11 @@ def _latest_or_none(store: ArtefactStore) -> str | None:
 def live_decision(store: ArtefactStore, args: argparse.Namespace) -> int:
     """``compare`` and ``decide``: the figures come from the inference log
     (:mod:`trainer.rollout`)."""
-    from shared.inference_log import connect, upgrade
+    from shared.inference_log import connect
 
     rollout = importlib.import_module("trainer.rollout")  # its SQL and figures only when asked
     engine = connect(args.database_url, load_settings().database_password_file)
     try:
-        upgrade(engine)
         if args.command == "compare":
             print(rollout.compare(store, engine, args.window_s))
         else:
