@@ -88,10 +88,11 @@ def compare(store: ArtefactStore, engine: Engine, window_s: float) -> str:
     evidence = gather(engine, latest, candidate.version, window_s or None)
     stable, cand = evidence.rows.stable, evidence.rows.candidate
     head = [
-        f"candidate {candidate.version} ({_describe(candidate)}) beside served {latest}; "
+        f"served    {latest} (LATEST)",
+        f"candidate {candidate.version} ({_describe(candidate)})",
         f"window: {span}",
         "",
-        _line("", f"{latest} (served)", f"{candidate.version} (candidate)"),
+        _line("", "served", "candidate"),
     ]
     table = [
         _line("texts answered", stable.answered, cand.answered),
@@ -198,7 +199,7 @@ def _both(evidence: Evidence, field: str) -> tuple[str, str]:
 
 
 def _line(name: str, *cells: object) -> str:
-    return f"{name:<22}" + "".join(f"{cell!s:>24}" for cell in cells)
+    return f"{name:<22}" + "".join(f"{cell!s:>12}" for cell in cells)
 
 
 def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
