@@ -287,7 +287,7 @@ class ModelManager:
         ):
             return
         loaded = await self._try_load(pointer.version)
-        if loaded is not None and self.rollout is pointer:
+        if loaded is not None:
             self.candidate = loaded
             log.info(
                 "candidate %s loaded beside %s (%s)",
@@ -327,7 +327,7 @@ class ModelManager:
                 return
 
     async def watch(self, interval_s: float) -> None:
-        """Poll ``LATEST`` forever (cancel to stop)."""
+        """Poll ``LATEST`` and ``CANDIDATE`` forever (cancel to stop)."""
         while True:
             await asyncio.sleep(interval_s)
             try:

@@ -2,16 +2,21 @@
 
 Labels stay bounded: ``route`` and ``outcome`` are fixed lists (:mod:`api.observe`), ``result``
 is agree or disagree, and ``tagger_candidate_info`` has one series (the loaded candidate's
-version and mode), removed when the candidate goes.
+version and mode), removed when the candidate goes. The score change can be negative, so its
+histogram has buckets only: OpenMetrics forbids a sum there, and a count without a sum does not
+parse (prometheus-client's ``Histogram`` writes one), so it is counted here and exported by the
+collector.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from api.observe import ROLLOUT_ROUTES, SHADOW_OUTCOMES, RolloutState
 
@@ -52,25 +57,16 @@ class RolloutMetrics:
             buckets=JACCARD_BUCKETS,
             registry=registry,
         )
-        self.score_delta = Histogram(
-            "tagger_rollout_score_delta",
-            "the candidate's top score minus the served version's, per text scored by both",
-            buckets=SCORE_DELTA_BUCKETS,
-            registry=registry,
-        )
+        self.score_delta_counts = [0] * (len(SCORE_DELTA_BUCKETS) + 1)  # the last: over 1
         self._answers = {route: answers.labels(route) for route in ROLLOUT_ROUTES}
         self._shadow = {outcome: shadow.labels(outcome) for outcome in SHADOW_OUTCOMES}
         self._agree, self._disagree = top1.labels("agree"), top1.labels("disagree")
-        self._collector: Collector | None = None
+        self.state: RolloutState | None = None
+        registry.register(RolloutCollector(self))
 
     def watch(self, state: RolloutState | None) -> None:
         """Export the candidate of ``state`` at each scrape (replacing an earlier one)."""
-        if self._collector is not None:
-            self.registry.unregister(self._collector)
-            self._collector = None
-        if state is not None:
-            self._collector = CandidateCollector(state)
-            self.registry.register(self._collector)
+        self.state = state
 
     def observe_answer(self, route: str) -> None:
         self._answers[route].inc()
@@ -81,14 +77,15 @@ class RolloutMetrics:
     def observe_agreement(self, top1: bool, jaccard: float, score_delta: float) -> None:
         (self._agree if top1 else self._disagree).inc()
         self.jaccard.observe(jaccard)
-        self.score_delta.observe(score_delta)
+        self.score_delta_counts[bisect.bisect_left(SCORE_DELTA_BUCKETS, score_delta)] += 1
 
 
-class CandidateCollector(Collector):
-    """``tagger_candidate_info``: 1 for the loaded candidate, no series without one."""
+class RolloutCollector(Collector):
+    """``tagger_candidate_info`` (1 for the loaded candidate, no series without one) and the
+    score change's histogram, read at scrape time."""
 
-    def __init__(self, state: RolloutState) -> None:
-        self.state = state
+    def __init__(self, metrics: RolloutMetrics) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
         info = GaugeMetricFamily(
@@ -97,7 +94,19 @@ class CandidateCollector(Collector):
             "absent while there is none)",
             labels=["version", "mode"],
         )
-        pointer, loaded = self.state.rollout, self.state.candidate
+        state = self.metrics.state
+        pointer = state.rollout if state is not None else None
+        loaded = state.candidate if state is not None else None
         if pointer is not None and loaded is not None and pointer.version == loaded.version:
             info.add_metric([pointer.version, pointer.mode], 1)
         yield info
+        delta = HistogramMetricFamily(
+            "tagger_rollout_score_delta",
+            "the candidate's top score minus the served version's, per text scored by both "
+            "(buckets only: no sum below 0)",
+            labels=[],
+        )
+        bounds = [floatToGoString(b) for b in SCORE_DELTA_BUCKETS] + ["+Inf"]
+        counts = self.metrics.score_delta_counts
+        delta.add_metric([], [(b, float(sum(counts[: i + 1]))) for i, b in enumerate(bounds)], None)
+        yield delta

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from api.rollout_schemas import AgreementSummary, CandidateInfo, ShadowCounts
 
 EXAMPLE_TITLE = "How to merge two pandas DataFrames on a column?"
+VersionName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 def _no_default(schema: dict[str, Any], **extra: Any) -> None:
@@ -46,10 +54,8 @@ class PredictRequest(BaseModel):
     top_k: int | None = Field(
         None, ge=1, description="how many scored tags to return per text (null: the default)"
     )
-    model_version: str | SkipJsonSchema[None] = Field(
+    model_version: VersionName | SkipJsonSchema[None] = Field(
         None,
-        min_length=1,
-        max_length=128,
         description="answer with this loaded version (as the X-Model-Version header; 409 when "
         "it is not loaded)",
         json_schema_extra=_no_default,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.live import VersionLive
@@ -48,6 +51,12 @@ FAMILIES = {
     "tagger_live_tag_predicted_rate": ("gauge", {"version", "tag"}),
     "tagger_reference_tag_predicted_rate": ("gauge", {"version", "tag"}),
     "tagger_live_unknown_feedback_tag_share": ("gauge", {"version"}),
+    "tagger_candidate_info": ("gauge", {"version", "mode"}),
+    "tagger_rollout_answers": ("counter", {"route"}),
+    "tagger_shadow_texts": ("counter", {"outcome"}),
+    "tagger_rollout_top1_agreement": ("counter", {"result"}),
+    "tagger_rollout_jaccard": ("histogram", set()),
+    "tagger_rollout_score_delta": ("histogram", set()),
 }
 LOADED_AT = "2026-01-02T03:04:05+00:00"
 
@@ -64,6 +73,18 @@ class Model:
     precision: str = "int8"
     latest_error: str | None = None
     failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Pointer:
+    version: str
+    mode: str
+
+
+@dataclass
+class Rollout:
+    rollout: Pointer | None
+    candidate: Served | None
 
 
 @dataclass
@@ -134,7 +155,8 @@ def scrape(metrics: ApiMetrics) -> dict[str, tuple[str, dict[tuple, float]]]:
 def test_every_family_keeps_its_name_type_and_labels() -> None:
     metrics = ApiMetrics()
     live = Live([VersionLive(figures("v1"), PROFILE, ["python"])])
-    metrics.watch(Model(Served("v1", LOADED_AT)), Queue(), live=live, log=Log())
+    rollout = Rollout(Pointer("v2", "shadow"), Served("v2", LOADED_AT))
+    metrics.watch(Model(Served("v1", LOADED_AT)), Queue(), live=live, log=Log(), rollout=rollout)
     metrics.observe_request("/predict", "POST", 200, 0.01, 1)
     metrics.observe_load(["python"], 0.5)
     metrics.observe_batch([0.001], 0.01, [Prediction([TagScore("python", 0.9)], ["python"], 5)])
@@ -248,3 +270,44 @@ def test_inference_log_and_live_figures() -> None:
     }
     assert all(("version", "v1") not in labels for _, labels in values["tagger_live_psi"])
     assert all(("version", "v1") not in labels for _, labels in values["tagger_reference_quality"])
+
+
+def test_rollout_metrics_count_events_and_drop_the_candidate_series_when_it_goes() -> None:
+    metrics = ApiMetrics()
+    state = Rollout(Pointer("v2", "canary"), Served("v2", LOADED_AT))
+    metrics.watch(Model(Served("v1", LOADED_AT)), Queue(), rollout=state)
+    observer = metrics.rollout
+    for route in ("stable", "stable", "canary", "pinned"):
+        observer.observe_answer(route)
+    observer.observe_shadow("scored", 16)
+    observer.observe_shadow("shed", 3)
+    observer.observe_agreement(True, 1.0, 0.0)
+    observer.observe_agreement(False, 0.5, -0.2)
+    families = scrape(metrics)
+    info = ("tagger_candidate_info", (("mode", "canary"), ("version", "v2")))
+    assert families["tagger_candidate_info"][1] == {info: 1.0}
+    answers = families["tagger_rollout_answers"][1]
+    assert answers[("tagger_rollout_answers_total", (("route", "stable"),))] == 2
+    assert answers[("tagger_rollout_answers_total", (("route", "canary"),))] == 1
+    texts = families["tagger_shadow_texts"][1]
+    assert texts[("tagger_shadow_texts_total", (("outcome", "shed"),))] == 3
+    agreement = families["tagger_rollout_top1_agreement"][1]
+    assert agreement[("tagger_rollout_top1_agreement_total", (("result", "disagree"),))] == 1
+    jaccard = families["tagger_rollout_jaccard"][1]
+    assert jaccard[("tagger_rollout_jaccard_sum", ())] == 1.5
+    delta = families["tagger_rollout_score_delta"][1]  # buckets only: they go below 0
+    assert delta[("tagger_rollout_score_delta_bucket", (("le", "-0.25"),))] == 0
+    assert delta[("tagger_rollout_score_delta_bucket", (("le", "-0.1"),))] == 1
+    assert delta[("tagger_rollout_score_delta_bucket", (("le", "0.0"),))] == 2
+    assert delta[("tagger_rollout_score_delta_bucket", (("le", "+Inf"),))] == 2
+    assert {name for name, _ in delta} == {"tagger_rollout_score_delta_bucket"}
+    body, _ = metrics.render("application/openmetrics-text; version=1.0.0")
+    assert "tagger_rollout_score_delta" in {f.name for f in openmetrics_families(body.decode())}
+    state.candidate = None  # loading, failed, or let go: no series
+    assert families_of(metrics, "tagger_candidate_info") == {}
+    state.candidate, state.rollout = Served("v2", LOADED_AT), None
+    assert families_of(metrics, "tagger_candidate_info") == {}
+
+
+def families_of(metrics: ApiMetrics, name: str) -> dict[tuple, float]:
+    return scrape(metrics).get(name, ("", {}))[1]
