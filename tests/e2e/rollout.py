@@ -131,12 +131,19 @@ def light(url: str, tsv: str, count: int, prefix: str) -> int:
     with open(tsv, newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))[:count]
     before = get_json(f"{url}/model")
+    reports = []
     for i, row in enumerate(rows):
-        request_id, tags = f"{prefix}-{i}", ast.literal_eval(row["tags"])
+        request_id = f"{prefix}-{i}"
         headers = {"X-Request-ID": request_id}
         status, answer = post(f"{url}/predict", {"text": row["title"]}, headers)
         assert status == 200, (status, answer)
-        status, answer = post(f"{url}/feedback", {"request_id": request_id, "tags": tags}, {})
+        reports.append({"request_id": request_id, "tags": ast.literal_eval(row["tags"])})
+    for report in reports:  # the log's writer flushes every 0.5 s: a 404 until then
+        for _ in range(20):
+            status, answer = post(f"{url}/feedback", report, {})
+            if status != 404:
+                break
+            time.sleep(0.25)
         assert status == 200, (status, answer)
     time.sleep(1)  # the last shadow passes
     after = get_json(f"{url}/model")
