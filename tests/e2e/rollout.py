@@ -148,8 +148,9 @@ def light(url: str, tsv: str, count: int, prefix: str) -> int:
     time.sleep(1)  # the last shadow passes
     after = get_json(f"{url}/model")
     print(
-        f"shadow under the load: {before.get('shadow')}; after {count} requests one at a time: "
-        f"{after.get('shadow')}, agreement {after.get('agreement')}"
+        f"/model (the replica that answered it): shadow under the load {before.get('shadow')}; "
+        f"after {count} requests one at a time {after.get('shadow')}, agreement "
+        f"{after.get('agreement')}"
     )
     return 0
 
