@@ -102,7 +102,7 @@ def kill_api_while_candidate_loads(chaos: Chaos) -> str:
     version = copy_of_latest(chaos)
     chaos.store.set_candidate(version, CANARY, fraction=HALF, reason="chaos: kill while loading")
     served_as_candidate(chaos, version)
-    delay = chaos.rng.uniform(0, 0.3)  # the API polls every 0.1 s; a tiny model loads in ~0.1 s
+    delay = chaos.rng.uniform(0, 0.12)  # the API polls every 0.1 s; a tiny model loads in ~0.1 s
     time.sleep(delay)
     with chaos.client.paused():
         loading = candidate_of(chaos)
