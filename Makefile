@@ -26,7 +26,7 @@ API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup data train train-quick train-feedback feedback-import report serve predict-test \
 	request-test evaluate versions rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm \
-	secrets k8s-check bench bench-swap bench-body bench-log \
+	secrets k8s-check bench bench-swap bench-body bench-log bench-shadow \
 	baseline clean
 
 help: ## list the targets
@@ -116,6 +116,10 @@ bench-log: setup ## the inference log's cost alone: off vs SQLite (vs BENCH_DATA
 	@command -v wrk >/dev/null || { echo "make bench-log needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
 	$(PY) -m bench.prediction_log --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) \
 		$(if $(BENCH_DATABASE_URL),--database-url '$(BENCH_DATABASE_URL)') $(BENCH_ARGS)
+
+bench-shadow: setup ## a shadow candidate's cost: none vs one at sample 0.2, c=32 throughput, c=1 p50, RSS of two versions; needs wrk
+	@command -v wrk >/dev/null || { echo "make bench-shadow needs wrk: apt-get install wrk (Debian/Ubuntu)"; exit 2; }
+	$(PY) -m bench.shadow --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS) $(BENCH_ARGS)
 
 bench-swap: setup ## 64 clients, 10 hot swaps: p99 during swaps vs steady, failed requests
 	$(PY) -m bench.swap --data $(BENCH_DATA) --artefacts-dir $(ARTEFACTS)

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -193,12 +193,16 @@ def drive_round(
     levels: list[int],
     duration: int,
     warmup_s: int,
+    warmed: Callable[[], None] | None = None,
 ) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """One round of an on/off experiment: warm every server up at every level, then drive each
-    level on each server in ``order``; yields (server name, level, wrk row)."""
+    """One round of an on/off experiment: warm every server up at every level (then call
+    ``warmed``, e.g. to read counters), then drive each level on each server in ``order``;
+    yields (server name, level, wrk row)."""
     for name in order:
         for level in levels:
             drive(servers[name].url, bodies, level, warmup_s)
+    if warmed is not None:
+        warmed()
     for level in levels:
         for name in order:
             yield name, level, drive(servers[name].url, bodies, level, duration)

@@ -23,6 +23,7 @@ KINDS = frozenset(
         "startup",
         "instrumentation",
         "prediction_log",
+        "shadow",
     }
 )
 
@@ -124,6 +125,13 @@ def check(results: dict[str, Any], targets: dict[str, Any]) -> list[dict[str, An
                 value = cost[key]
                 ok = value is not None and value <= log["max_pct"]
                 add(f"inference log ({database}) {key} <= {log['max_pct']}", value, ok)
+    shadow = targets["shadow"]
+    cost = results.get("shadow", {}).get("cost", {})
+    for key in shadow["figures"]:
+        if key in cost:
+            value = cost[key]
+            ok = value is not None and value <= shadow["max_pct"]
+            add(f"shadow candidate {key} <= {shadow['max_pct']}", value, ok)
     return checks
 
 
@@ -207,6 +215,8 @@ def print_table(results: dict[str, Any]) -> None:
             print(f"control, off2 vs off (the noise floor): {instrumentation['control']}")
     if results.get("prediction_log"):
         print_prediction_log(results["prediction_log"])
+    if results.get("shadow"):
+        print_shadow(results["shadow"])
     for c in results["checks"]:
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']}")
 
@@ -233,3 +243,30 @@ def print_prediction_log(result: dict[str, Any]) -> None:
         )
     if "control" in result:
         print(f"control, off2 vs off (the noise floor): {result['control']}")
+
+
+def print_shadow(result: dict[str, Any]) -> None:
+    """The shadow experiment: medians per server and level, the texts the candidate scored and
+    shed per level, the cost and the control, the memory of one and two loaded versions."""
+    print(
+        f"\nshadow candidate ({result['rounds']} rounds of fresh processes, {result['duration_s']}"
+        f" s a level; on = a copy of the version as the shadow candidate at sample "
+        f"{result['sample']}, off and off2 = no candidate); medians:"
+    )
+    print(f"{'':<5} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'errors':>7}")
+    for name, by_level in result["medians"].items():
+        for level, row in by_level.items():
+            print(
+                f"{name:<5} {level:>5} {row['throughput']:>8.1f} {row['p50_ms']:>8.2f} "
+                f"{row['errors']:>7}"
+            )
+    for level, texts in result["shadow_texts"].items():
+        print(f"c={level}: shadow texts scored {texts['scored']:.0f}, shed {texts['shed']:.0f}")
+    print(f"cost, on vs off (median of the rounds' ratios): {result['cost']}")
+    if "control" in result:
+        print(f"control, off2 vs off (the noise floor): {result['control']}")
+    rss = result["rss_mib"]
+    print(
+        f"RSS, one version loaded: {rss['one_ready']} MiB at ready, {rss['one']} MiB after the "
+        f"load; two (with the candidate): {rss['two_ready']} MiB, {rss['two']} MiB"
+    )

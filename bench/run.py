@@ -11,7 +11,9 @@
    second one without as a control, driven in turn at concurrency 1 and 32, in rounds of fresh
    processes; the cost is the median of the rounds' on/off ratios, the control's the noise;
 5. the cost of the inference log the same way (:mod:`bench.prediction_log`): logging off, on
-   into SQLite, on into the PostgreSQL of ``--database-url`` when given.
+   into SQLite, on into the PostgreSQL of ``--database-url`` when given;
+6. the cost of a shadow candidate at sample 0.2 the same way (:mod:`bench.shadow`), and the
+   memory of a second loaded version.
 Prints a table, writes the same as JSON under data/bench/, and checks the targets of
 bench/targets.toml (exit code 1 if one is missed).
 """
@@ -32,6 +34,7 @@ from bench.harness import DEFAULT_ARTEFACTS, DEFAULT_OUT, newest_version, privat
 from bench.instrumentation import instrumentation_cost
 from bench.prediction_log import log_cost
 from bench.raw import average_passes, raw_pass
+from bench.shadow import shadow_cost
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,6 +78,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=6,
         help="rounds of the inference log on/off comparison (0: skip it); its levels, seconds "
         "and control are the instrumentation's",
+    )
+    parser.add_argument(
+        "--shadow-rounds",
+        type=int,
+        default=6,
+        help="rounds of the shadow candidate on/off comparison (0: skip it); its levels, "
+        "seconds and control are the instrumentation's",
     )
     parser.add_argument(
         "--database-url", default=None, help="a PostgreSQL for the inference log comparison"
@@ -123,6 +133,17 @@ def measure_api(args: argparse.Namespace, folder: Path, titles: list[str]) -> di
                 args.threads,
                 args.database_url,
                 args.database_password_file,
+                control=not args.obs_no_control,
+            )
+        if args.shadow_rounds > 0:
+            print("API, shadow candidate off vs on ...", flush=True)
+            results["shadow"] = shadow_cost(
+                store_root,
+                bodies,
+                [int(x) for x in args.obs_levels.split(",")],
+                args.shadow_rounds,
+                args.obs_duration,
+                args.threads,
                 control=not args.obs_no_control,
             )
     finally:

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from bench import harness, instrumentation, prediction_log, report
+from bench import harness, instrumentation, prediction_log, report, shadow
 from bench.api_modes import MODES, raw_runtimes
 from bench.raw import RUNTIMES, average_passes
 from bench.run import parse_args
+from shared.store import SHADOW, ArtefactStore
+from tests.conftest import publish
 
 OUT = harness.REPO / "data" / "bench"
 
@@ -295,6 +297,7 @@ def test_make_bench_defaults_are_unchanged() -> None:
         3,
     )
     assert not args.obs_no_control and args.targets == report.TARGETS
+    assert args.shadow_rounds == 6
 
 
 def test_log_cost_compares_each_database_with_off_in_fresh_rounds(
@@ -348,3 +351,71 @@ def test_inference_log_targets_are_checked_per_database() -> None:
     assert names["inference log (sqlite) c32_throughput_lower_pct <= 3"]["ok"]
     assert not names["inference log (postgres) c1_p50_slower_pct <= 3"]["ok"]
     assert not names["inference log (postgres) c32_throughput_lower_pct <= 3"]["ok"]
+
+
+def test_shadow_cost_compares_a_shadow_candidate_with_none_in_fresh_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shadow experiment's bookkeeping on a real store, with fake servers: "on" serves a
+    store whose candidate is a copy of the version in shadow at 0.2, "off" and "off2" one
+    without; the shadow counters are counted per level from the moment the servers are warm."""
+    store = ArtefactStore(tmp_path / "artefacts")
+    version = publish(store)
+    store.set_latest(version)
+    rounds: list[tuple[str, ...]] = []
+    speed = {"off": 100.0, "off2": 100.0, "on": 97.0}
+    counters = {"scored": 0.0, "shed": 0.0}
+
+    class FakeServer:
+        def __init__(self, name: str) -> None:
+            self.url = name
+
+        def rss(self) -> float:
+            return 400.0 if self.url == "on" else 250.0
+
+    @contextlib.contextmanager
+    def fake_servers(root: Path, envs: dict[str, dict[str, str]], order: tuple[str, ...]) -> Any:
+        candidate = ArtefactStore(Path(envs["on"]["TAGGER_ARTEFACTS_DIR"])).candidate()
+        assert candidate is not None and candidate.mode == SHADOW and candidate.sample == 0.2
+        assert candidate.version != version and candidate.stable == version
+        assert ArtefactStore(Path(envs["off"]["TAGGER_ARTEFACTS_DIR"])).candidate() is None
+        assert envs["off2"] == envs["off"]
+        rounds.append(order)
+        yield {name: FakeServer(name) for name in order}
+
+    def fake_drive(url: str, bodies: Path, level: int, duration: int) -> dict[str, Any]:
+        if url == "on":  # warm-ups too: they must not be counted
+            counters["scored"] += 10 if level == 1 else 2
+            counters["shed"] += 0 if level == 1 else 50
+        return _row(level, speed[url], 100 / speed[url])
+
+    monkeypatch.setattr(shadow, "fresh_servers", fake_servers)
+    monkeypatch.setattr(harness, "drive", fake_drive)
+    monkeypatch.setattr(shadow, "wait_candidate_loaded", lambda server: 0.1)
+    monkeypatch.setattr(shadow, "shadow_texts", lambda url: dict(counters))
+    result = shadow.shadow_cost(store.root, Path("/b"), [1, 32], 3, 3, 0)
+    assert rounds == harness.round_orders(["off", "on", "off2"], 3)
+    assert result["cost"]["c32_throughput_lower_pct"] == 3.0
+    assert result["control"] == dict.fromkeys(result["control"], 0.0)
+    assert result["shadow_texts"] == {1: {"scored": 30, "shed": 0}, 32: {"scored": 6, "shed": 150}}
+    assert result["rss_mib"] == {"one_ready": 250.0, "two_ready": 400.0, "one": 250.0, "two": 400.0}
+    assert store.candidate() is None  # the experiment's stores are copies
+
+
+def test_shadow_targets_are_checked() -> None:
+    results = _results()
+    results["shadow"] = {"cost": {"c1_p50_slower_pct": 5.0, "c32_throughput_lower_pct": 5.01}}
+    names = _by_name(results)
+    assert names["shadow candidate c1_p50_slower_pct <= 5"]["ok"]
+    assert not names["shadow candidate c32_throughput_lower_pct <= 5"]["ok"]
+
+
+def test_shadow_counters_are_read_by_outcome_from_the_exposition() -> None:
+    exposition = (
+        "# TYPE tagger_shadow_texts_total counter\n"
+        'tagger_shadow_texts_total{outcome="scored"} 12.0\n'
+        'tagger_shadow_texts_total{outcome="shed"} 3.0\n'
+        'tagger_shadow_texts_created{outcome="shed"} 1.7e9\n'
+    )
+    assert shadow.parse_shadow_texts(exposition) == {"scored": 12.0, "shed": 3.0}
+    assert shadow.parse_shadow_texts("") == {"scored": 0.0, "shed": 0.0}

@@ -56,6 +56,8 @@ from shared.store import (
     new_version_name,
     verify,
 )
+from tests.chaos import rollout
+from tests.chaos.checks import ChaosFailure, expect
 from tests.conftest import REPO, free_port, tiny_config, write_wide_tsv
 
 PY = sys.executable
@@ -76,15 +78,6 @@ PHASES = [
 
 
 LAST_LINE = "(valid micro-F1 "  # "published VERSION (valid micro-F1 ...) in N s", logged last
-
-
-class ChaosFailure(AssertionError):
-    pass
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise ChaosFailure(message)
 
 
 # ---- trainer processes ----------------------------------------------------------------------
@@ -455,6 +448,7 @@ class Chaos:
         self.failures_before = 0  # client failures before the current scenario
         self.corrupted: set[str] = set()  # versions the suite damaged on purpose
         self.known_promoted: set[str] = set()
+        self.candidates: set[str] = set()  # verified versions the suite made candidates
         self.watched = 0
         self.run_seconds: dict[str, list[float]] = {}  # per config, of runs left alone
         self.publish_seconds: list[float] = []
@@ -557,7 +551,7 @@ class Chaos:
         expect(served == latest, f"the API serves {served}, LATEST names {latest}")
         with self.client.versions_lock:
             answered = set(self.client.versions)
-        for version in answered - self.known_promoted:
+        for version in answered - self.known_promoted - self.candidates:
             expect(
                 (self.store.root / version).exists()
                 and self.store.promotion(version).status == PROMOTED,
@@ -992,6 +986,7 @@ def run_all(chaos: Chaos, args: argparse.Namespace, started: float) -> bool:
         ("LATEST broken during a run", chaos.break_latest_during_run),
         ("disk full during staging", lambda: chaos.disk_full("weights")),
         ("disk full before int8 quantization", lambda: chaos.disk_full("quantization")),
+        *((name, lambda body=body: body(chaos)) for name, body in rollout.SCENARIOS),
         ("API killed during a swap", chaos.kill_api_during_swap),
     ]
     if chaos.log_tmpfs:

@@ -17,7 +17,13 @@
 #   version that puts it first on held-out titles; the live figures of both versions ->
 #   faults under 64 clients: the db stopped, started, SIGKILLed, up again: no failed
 #   prediction, dropped rows counted (TaggerPredictionLogDropping fires), rows logged again ->
-#   docker compose down -v (also on failure).
+#   rollout (tests/e2e/rollout.py), 64 clients: a retrain with TRAINER_ROLLOUT=shadow is the
+#   shadow candidate on every replica (LATEST unchanged), pinned requests 200 and 409, shadow
+#   rows in PostgreSQL, `versions compare` -> canary 10% (the share, a key always on one
+#   version) -> promote -> shadow the old version -> abort: no failed request, every answer
+#   from one of the two, p99 during the moves within 2x of steady ->
+#   docker compose down -v (also on failure). E2E_ONLY=rollout: the first model, then the
+#   rollout stages only (for working on them).
 # Talks to the services only through the port published on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,7 +58,10 @@ loader=
 cleanup() {
   step "docker compose down -v"
   touch "$WORK/stop"
-  if [ -n "$loader" ]; then touch "$WORK/faults/stop"; wait "$loader" 2>/dev/null || true; fi
+  if [ -n "$loader" ]; then
+    touch "$WORK/faults/stop" "$WORK/rollout/stop" 2>/dev/null || true
+    wait "$loader" 2>/dev/null || true
+  fi
   docker compose --profile monitoring --profile train down -v --remove-orphans >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -94,7 +103,74 @@ wait_db() {  # the db container healthy
   done
   fail "db not healthy after 120 s (got: ${state:-none})"
 }
-phase() { echo "$1" > "$WORK/faults/phase.tmp"; mv "$WORK/faults/phase.tmp" "$WORK/faults/phase"; }
+phase() {  # PHASE [FOLDER]: the load client's phase (replaced atomically: clients read it)
+  local folder=${2:-$WORK/faults}
+  echo "$1" > "$folder/phase.tmp"; mv "$folder/phase.tmp" "$folder/phase"
+}
+versions_cli() {  # the store's CLI in a one-off trainer container (as an operator runs it)
+  docker compose run --rm -T --no-deps --entrypoint python trainer -m trainer.versions "$@" \
+    2>"$WORK/versions.log" || { cat "$WORK/versions.log" >&2; fail "versions $*"; }
+}
+rollout() {  # API_URL...: the rollout stages against these replicas (the load on the first)
+  local urls=("$@") stable v5 unloaded loads="$WORK/rollout" shadow_rows
+  stable=$(get "$URL/model" | field version)
+  unloaded=$([ "$v1" != "$stable" ] && echo "$v1" || echo 20000101T000000000Z-000000)
+  mkdir -p "$loads"; phase steady "$loads"
+  step "rollout: 64 clients on $stable (steady), then a retrain with TRAINER_ROLLOUT=shadow"
+  python3 tests/swarm/load.py "$URL" "$loads" --clients 64 --ids e2e-r > "$WORK/rollout.json" &
+  loader=$!
+  sleep 8
+  phase pause "$loads"  # two cores: the clients wait while the trainer trains
+  # Another seed: a candidate that differs from the served version (forced past the gate).
+  v5=$(train -e TRAINER_ROLLOUT=shadow -e TRAINER_FORCE_PROMOTE=true -e TRAINER_SEED=7)
+  [ -n "$v5" ] && [ "$v5" != "$stable" ] || fail "the shadow retrain published nothing new"
+  grep -m1 'candidate' "$WORK/train.out" "$WORK/train.log" >&2 || true
+  python3 tests/e2e/rollout.py wait "$stable" "$v5" shadow "${urls[@]}" \
+    || fail "$v5 is not the shadow candidate beside $stable on every replica"
+  phase shadow "$loads"; sleep 8
+  python3 tests/e2e/rollout.py pin "$URL" "$stable" "$v5" "$unloaded" || fail "pinning"
+  # 64 clients saturate two cores, so the shadow sheds all but a few texts, as it must; a
+  # spell of single requests (held-out titles, their tags reported as feedback) gives it room.
+  phase pause "$loads"
+  python3 tests/e2e/rollout.py light "$URL" data/sample/valid.tsv 200 e2e-light \
+    || fail "requests one at a time, with feedback"
+  phase shadow "$loads"
+  for _ in $(seq 1 20); do  # the writer flushes every API_PREDICTION_LOG_FLUSH_S (0.5 s)
+    shadow_rows=$(docker compose exec -T -u postgres db psql -d tagger -tAc "SELECT count(*)
+      FROM predictions WHERE role = 'shadow' AND version = '$v5' AND agree_top1 IS NOT NULL
+      AND jaccard IS NOT NULL AND score_delta IS NOT NULL")
+    [ "$shadow_rows" -gt 0 ] && break
+    sleep 1
+  done
+  echo "shadow rows of $v5 in PostgreSQL: $shadow_rows"
+  [ "$shadow_rows" -gt 0 ] || fail "no shadow row of $v5 with its agreement in PostgreSQL"
+  versions_cli compare || fail "versions compare"
+  versions_cli status
+
+  step "rollout: canary $v5 at 10%, then promote it"
+  phase canary-cli "$loads"; versions_cli canary "$v5" --fraction 0.1
+  phase canary-move "$loads"
+  python3 tests/e2e/rollout.py wait "$stable" "$v5" canary "${urls[@]}" || fail "canary"
+  sleep 2; phase canary "$loads"; sleep 10
+  python3 tests/e2e/rollout.py keys "$URL" "$v5" 0.1 || fail "rollout keys"
+  phase promote-cli "$loads"; versions_cli promote "$v5"
+  phase promote-move "$loads"
+  python3 tests/e2e/rollout.py wait "$v5" none - "${urls[@]}" || fail "promote"
+  sleep 2; phase promoted "$loads"; sleep 5
+
+  step "rollout: shadow the old version $stable, then abort"
+  phase shadow-old-cli "$loads"; versions_cli shadow "$stable"
+  phase shadow-old-move "$loads"
+  python3 tests/e2e/rollout.py wait "$v5" "$stable" shadow "${urls[@]}" || fail "shadow old"
+  sleep 2; phase abort-cli "$loads"; versions_cli abort --reason "e2e: the abort path"
+  phase abort-move "$loads"
+  python3 tests/e2e/rollout.py wait "$v5" none - "${urls[@]}" || fail "abort"
+  sleep 2; phase aborted "$loads"; sleep 4
+  touch "$loads/stop"; wait "$loader"; loader=
+  versions_cli list
+  python3 tests/e2e/rollout.py summary "$WORK/rollout.json" "$stable" "$v5" 0.1 \
+    || fail "requests failed, answers from another version, or p99 during the moves too high"
+}
 SECONDS=0
 
 sh database/make-secret.sh
@@ -126,6 +202,7 @@ echo "$answer"
 docker compose run --rm -T --no-deps --entrypoint python api -c \
   'import importlib.util as u, sys; sys.exit(bool([m for m in ("torch", "transformers") if u.find_spec(m)]))' \
   || fail "the API image has torch or transformers installed"
+if [ "${E2E_ONLY:-}" = rollout ]; then rollout "$URL"; step "passed in ${SECONDS} s"; exit 0; fi
 
 step "retrain on a data folder with 800 real questions while a client polls /predict"
 # Another data set than v1's: the gate could rightly keep v1, so this run is forced.
@@ -261,6 +338,8 @@ PY
 python3 tests/e2e/live.py firing "$PROM" TaggerPredictionLogDropping \
   || fail "Prometheus did not fire TaggerPredictionLogDropping"
 echo "live stages took $((SECONDS - before_live)) s"
+
+rollout "$URL" "http://127.0.0.1:${API_PORT_2}"
 
 step "passed in ${SECONDS} s"
 echo "e2e: 1 passed, 0 failed"

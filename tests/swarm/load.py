@@ -2,10 +2,12 @@
 
 Standard library only (it runs on the host, outside the virtual environment). Every request is
 counted under the phase named in the phase file when it started ("steady", "retrain",
-"rolling", ...), so one run of the client gives the figures of every step. Twice a second it
-writes a snapshot (JSON) that the test script reads while it runs: per replica (the edge's
-X-Served-By header) the version it answered last and when; the current streak of answers
-naming one version; totals. At the end it prints the final snapshot as one JSON line.
+"rolling", ...), so one run of the client gives the figures of every step: answers, failures,
+the versions that answered and the latency percentiles (p50, p99, in ms). While the phase is
+``pause`` the clients send nothing. Twice a second it writes a snapshot (JSON) that the test
+script reads while it runs: per replica (the edge's X-Served-By header) the version it
+answered last and when; the current streak of answers naming one version; totals. At the end
+it prints the final snapshot as one JSON line.
 
     python3 tests/swarm/load.py URL WORKDIR [--clients 16] [--max-seconds 1800] [--ids PREFIX]
 WORKDIR holds ``phase`` (read), ``stop`` (read) and ``snapshot.json`` (written). With
@@ -19,6 +21,7 @@ import argparse
 import http.client
 import json
 import os
+import statistics
 import threading
 import time
 import urllib.parse
@@ -43,8 +46,11 @@ class Tally:
         )
         self.replicas: dict[str, dict[str, Any]] = {}
         self.streak = {"version": None, "count": 0}
+        self.latencies: dict[str, list[float]] = defaultdict(list)
 
-    def record(self, phase: str, version: str | None, replica: str, error: str | None) -> None:
+    def record(
+        self, phase: str, version: str | None, replica: str, error: str | None, ms: float = 0.0
+    ) -> None:
         now = round(time.monotonic() - self.started, 3)
         with self.lock:
             entry = self.phases[phase]
@@ -57,6 +63,7 @@ class Tally:
                 self.streak = {"version": None, "count": 0}
                 return
             entry["ok"] += 1
+            self.latencies[phase].append(ms)
             entry["versions"][version] = entry["versions"].get(version, 0) + 1
             self.replicas[replica] = {"version": version, "at": now}
             if self.streak["version"] == version:
@@ -66,6 +73,8 @@ class Tally:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
+            for phase, latencies in self.latencies.items():
+                self.phases[phase].update(percentiles(latencies))
             return json.loads(
                 json.dumps(
                     {
@@ -78,6 +87,14 @@ class Tally:
             )
 
 
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50 and p99 of the answered requests' latencies, in ms (0 when fewer than two)."""
+    if len(latencies) < 2:
+        return {"p50_ms": latencies[0] if latencies else 0.0, "p99_ms": max(latencies, default=0)}
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"p50_ms": round(cuts[49], 1), "p99_ms": round(cuts[98], 1)}
+
+
 def client(
     url: str, work: Path, tally: Tally, stop: threading.Event, n: int, ids: str | None
 ) -> None:
@@ -86,11 +103,18 @@ def client(
     i = n
     while not stop.is_set():
         phase = (work / "phase").read_text().strip()  # replaced atomically by the test
+        if phase == "pause":  # an idle connection would be closed by the server meanwhile
+            if connection is not None:
+                connection.close()
+                connection = None
+            time.sleep(0.05)
+            continue
         body = json.dumps({"text": TITLES[i % len(TITLES)]})
         headers = {"Content-Type": "application/json"}
         if ids is not None:
             headers["X-Request-ID"] = f"{ids}-{phase}-{n}-{i}"
         i += 1
+        started = time.monotonic()
         try:
             if connection is None:
                 connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
@@ -100,7 +124,8 @@ def client(
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
             version = json.loads(payload)["model_version"]
-            tally.record(phase, version, response.getheader("X-Served-By") or "?", None)
+            ms = (time.monotonic() - started) * 1000
+            tally.record(phase, version, response.getheader("X-Served-By") or "?", None, ms)
         except (OSError, http.client.HTTPException, ValueError, KeyError, RuntimeError) as exc:
             tally.record(phase, None, "", f"{type(exc).__name__}: {exc}")
             if connection is not None:

@@ -8,9 +8,15 @@
 #   promotion): every replica serves the new version within 15 s, no failed request -> docker
 #   service update --image to a rebuilt api image (start-first, one at a time): no failed request,
 #   every new replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
-#   the last phase is a row in the stack's PostgreSQL (counted by request id) -> docker stack
-#   rm, its volumes and the rebuilt image removed, the node label removed if this script added
-#   it, swarm left if this script made it (also on failure).
+#   the last phase is a row in the stack's PostgreSQL (counted by request id) -> rollout under
+#   16 clients through the edge, the store's CLI in one-off containers of the trainer image on
+#   the stack's artefacts volume: a copy of the served version as the shadow candidate (every
+#   replica reports it in /model, shadow rows in PostgreSQL, pinning 200/409) -> canary 10% ->
+#   promote -> shadow the old version -> abort; no failed request, every answer from one of the
+#   two, p99 during the moves within 2x of steady (tests/e2e/rollout.py) -> docker stack rm,
+#   its volumes and the rebuilt image removed, the node label removed if this script added it,
+#   swarm left if this script made it (also on failure). E2E_SWARM_ONLY=rollout: the first
+#   model, then the rollout stages only (for working on them).
 # Talks to the API only through the edge's port on 127.0.0.1, and to each replica through the
 # edge container (Docker's DNS, tasks.api) to read what every replica serves.
 set -euo pipefail
@@ -38,7 +44,10 @@ labelled=false
 node=
 loader=
 
-phase() { echo "$1" > "$WORK/phase.tmp"; mv "$WORK/phase.tmp" "$WORK/phase"; }  # atomic: clients read it
+phase() {  # PHASE [FOLDER]: the load client's phase (replaced atomically: clients read it)
+  local folder=${2:-$WORK}
+  echo "$1" > "$folder/phase.tmp"; mv "$folder/phase.tmp" "$folder/phase"
+}
 step() { printf '\n== e2e-swarm %s: %s\n' "$(date +%T)" "$*"; }
 fail() {
   echo "E2E-SWARM FAILED: $*" >&2
@@ -62,7 +71,7 @@ remove_stack() {
 }
 cleanup() {
   step "clean up: stack, volumes, rebuilt image$($made_swarm && echo ', swarm')"
-  touch "$WORK/stop"
+  touch "$WORK/stop" "$WORK/rollout/stop" 2>/dev/null || true
   [ -n "$loader" ] && wait "$loader" 2>/dev/null || true
   remove_stack
   docker image rm "$REBUILT" >/dev/null 2>&1 || true
@@ -134,6 +143,86 @@ wait_converged() {  # SERVICE: its last update or scale has finished
   done
   fail "$1 did not converge in 300 s"
 }
+store_cli() {  # python ARGS in a one-off trainer container on the stack's artefacts volume
+  docker run --rm -i -v "${STACK}_artefacts:/artefacts" -e TAGGER_ARTEFACTS_DIR=/artefacts \
+    -e TRAINER_LOG_FORMAT=text --entrypoint python "tagger-trainer:$TAG" "$@"
+}
+versions_cli() {  # the store's CLI, as an operator runs it on a Swarm
+  store_cli -m trainer.versions "$@" 2>"$WORK/versions.log" \
+    || { cat "$WORK/versions.log" >&2; fail "versions $*"; }
+}
+on_every_replica() {  # rollout.py ARGS... run in the edge container against every api task
+  local edge urls
+  edge=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_edge" | head -1)
+  urls=$(docker exec "$edge" python3 -c 'import socket
+print(" ".join(sorted({f"http://{a[4][0]}:8000" for a in socket.getaddrinfo("tasks.api", 8000, proto=socket.IPPROTO_TCP)})))')
+  # shellcheck disable=SC2086
+  docker exec -i "$edge" python3 - "$@" $urls < tests/e2e/rollout.py
+}
+rollout() {  # the rollout stages through the edge, 16 clients
+  local stable v3 loads="$WORK/rollout" shadow_rows db unloaded
+  stable=$(latest_version)
+  unloaded=$([ "$v1" != "$stable" ] && echo "$v1" || echo 20000101T000000000Z-000000)
+  mkdir -p "$loads"; phase steady "$loads"
+  step "rollout: $CLIENTS clients on $stable (steady); a copy of it published beside it"
+  python3 tests/swarm/load.py "$URL" "$loads" --clients "$CLIENTS" --ids swarm-r > "$WORK/rollout.json" &
+  loader=$!
+  v3=$(store_cli -c 'import shutil
+from shared.store import MANIFEST_FILE, ArtefactStore
+store = ArtefactStore("/artefacts")
+with store.staging() as (version, folder):
+    for path in (store.root / store.latest()).iterdir():
+        if path.name != MANIFEST_FILE:
+            shutil.copy(path, folder / path.name)
+print(version)' 2>/dev/null | tail -1)
+  [ -n "$v3" ] || fail "could not publish a copy of $stable"
+  sleep 4
+  phase shadow-cli "$loads"; versions_cli shadow "$v3"
+  phase shadow-move "$loads"
+  on_every_replica wait "$stable" "$v3" shadow || fail "not every replica has $v3 as its shadow"
+  sleep 2; phase shadow "$loads"; sleep 8
+  python3 tests/e2e/rollout.py pin "$URL" "$stable" "$v3" "$unloaded" || fail "pinning through the edge"
+  # The clients saturate the replicas' half cores, so the shadow sheds nearly everything, as
+  # it must; a spell of single requests gives it room.
+  phase pause "$loads"
+  python3 tests/e2e/rollout.py light "$URL" data/sample/valid.tsv 150 swarm-light \
+    || fail "requests one at a time, with feedback"
+  phase shadow "$loads"
+  db=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_db" | head -1)
+  for _ in $(seq 1 20); do
+    shadow_rows=$(docker exec "$db" psql -d tagger -tAc "SELECT count(*) FROM predictions
+      WHERE role = 'shadow' AND version = '$v3' AND agree_top1 IS NOT NULL")
+    [ "$shadow_rows" -gt 0 ] && break
+    sleep 1
+  done
+  echo "shadow rows of $v3 in the stack's PostgreSQL: $shadow_rows"
+  [ "$shadow_rows" -gt 0 ] || fail "no shadow row of $v3 in PostgreSQL"
+
+  step "rollout: canary $v3 at 10%, promote; shadow $stable, abort"
+  phase canary-cli "$loads"; versions_cli canary "$v3" --fraction 0.1
+  phase canary-move "$loads"
+  on_every_replica wait "$stable" "$v3" canary || fail "canary on every replica"
+  sleep 2; phase canary "$loads"; sleep 10
+  python3 tests/e2e/rollout.py keys "$URL" "$v3" 0.1 || fail "rollout keys through the edge"
+  phase promote-cli "$loads"; versions_cli promote "$v3"
+  phase promote-move "$loads"
+  on_every_replica wait "$v3" none - || fail "promote on every replica"
+  sleep 2; phase promoted "$loads"; sleep 5
+  phase shadow-old-cli "$loads"; versions_cli shadow "$stable"
+  phase shadow-old-move "$loads"
+  on_every_replica wait "$v3" "$stable" shadow || fail "shadow old on every replica"
+  sleep 2; phase abort-cli "$loads"; versions_cli abort --reason "e2e-swarm: the abort path"
+  phase abort-move "$loads"
+  on_every_replica wait "$v3" none - || fail "abort on every replica"
+  sleep 2; phase aborted "$loads"; sleep 4
+  touch "$loads/stop"; wait "$loader"; loader=
+  versions_cli status
+  python3 tests/e2e/rollout.py summary "$WORK/rollout.json" "$stable" "$v3" 0.1 \
+    || fail "requests failed, answers from another version, or p99 during the moves too high"
+}
+latest_version() {  # what LATEST names, read from the stack's volume
+  store_cli -c 'from shared.store import ArtefactStore; print(ArtefactStore("/artefacts").latest())' 2>/dev/null | tail -1
+}
 SECONDS=0
 
 step "swarm"
@@ -173,6 +262,10 @@ for i in $(seq 1 120); do
 done
 [ "$(snap 'len(s["replicas"])')" = 3 ] || fail "answers did not come from 3 replicas: $(snap 's["replicas"]')"
 echo "50 in a row: $(snap 's["streak"]'); answered by $(snap 'sorted(s["replicas"])')"
+if [ "${E2E_SWARM_ONLY:-}" = rollout ]; then
+  touch "$WORK/stop"; wait "$loader"; loader=
+  rollout; step "passed in ${SECONDS} s"; exit 0
+fi
 
 step "retrain (the trainer job again, forced promotion) while $CLIENTS clients poll"
 phase retrain
@@ -262,6 +355,8 @@ done
 echo "predictions of the last phase: $answered answered, $logged rows in PostgreSQL"
 echo "rows of the whole load: $(docker exec "$db" psql -d tagger -tAc "SELECT count(*) FROM predictions WHERE request_id LIKE 'swarm-%'") of $(python3 -c 'import json, sys; print(sum(p["ok"] for p in json.load(open(sys.argv[1]))["phases"].values()))' "$WORK/load.json") answered"
 [ "$logged" = "$answered" ] || fail "$logged rows logged of $answered predictions answered"
+
+rollout
 
 step "passed in ${SECONDS} s"
 echo "e2e-swarm: 1 passed, 0 failed"
