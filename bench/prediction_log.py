@@ -23,14 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import experiment, report
 from bench.harness import (
-    DEFAULT_ARTEFACTS,
-    DEFAULT_OUT,
     drive_round,
     fresh_servers,
-    newest_version,
-    private_store,
     round_orders,
 )
 from bench.instrumentation import Runs, medians, relative_cost
@@ -147,46 +143,25 @@ def log_cost(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.prediction_log", description=__doc__)
-    parser.add_argument("--data", type=Path, required=True, help="titles to send (any format)")
-    parser.add_argument("--artefacts-dir", type=Path, default=DEFAULT_ARTEFACTS)
-    parser.add_argument("--rounds", type=int, default=9, help="rounds of fresh processes")
-    parser.add_argument("--levels", default="1,32", help="concurrency levels")
-    parser.add_argument("--duration", type=int, default=3, help="seconds per level and server")
-    parser.add_argument("--threads", type=int, default=0, help="runtime threads (0: default)")
+    parser = experiment.parser("python -m bench.prediction_log", __doc__, rounds=9)
     parser.add_argument(
         "--database-url",
         default=None,
         help="a PostgreSQL to measure too, e.g. postgresql+psycopg://tagger@127.0.0.1/tagger",
     )
     parser.add_argument("--database-password-file", type=Path, default=None)
-    parser.add_argument("--no-control", action="store_true", help="leave out the control")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--targets", type=Path, default=report.TARGETS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The experiment on a private copy of the newest version; the table, the JSON under
-    ``--out``, the targets' checks; 1 if one is missed."""
+    """The experiment on a private copy of the newest version (see :func:`bench.experiment.run`)."""
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
-        return 2
-    targets = report.load_targets(args.targets)
-    from shared.data import read_dataset
 
-    version = newest_version(args.artefacts_dir)
-    workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
-    try:
-        bodies = workdir / "bodies.jsonl"
-        titles = read_dataset(args.data).titles
-        bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in titles))
-        store_root = private_store(args.artefacts_dir, version, workdir / "artefacts")
-        result = log_cost(
+    def measure(store_root: Path, bodies: Path, levels: list[int]) -> dict[str, Any]:
+        return log_cost(
             store_root,
             bodies,
-            [int(x) for x in args.levels.split(",")],
+            levels,
             args.rounds,
             args.duration,
             args.threads,
@@ -194,22 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             args.database_password_file,
             control=not args.no_control,
         )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    results: dict[str, Any] = {
-        "prediction_log": result,
-        "modes": {},
-        "version": version,
-        "machine": report.machine(),
-        "created": report.now(),
-    }
-    results["checks"] = report.check(results, targets)
-    report.print_prediction_log(result)
-    for c in results["checks"]:
-        print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']}")
-    path = report.save(results, args.out, "bench-log", "latest-log.json")
-    print(f"\nwritten to {path}")
-    return 0 if all(c["ok"] for c in results["checks"]) else 1
+
+    return experiment.run(
+        args, "prediction_log", measure, report.print_prediction_log, "bench-log", "latest-log.json"
+    )
 
 
 if __name__ == "__main__":

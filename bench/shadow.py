@@ -26,15 +26,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import experiment, report
 from bench.harness import (
-    DEFAULT_ARTEFACTS,
-    DEFAULT_OUT,
     Server,
     clone_version,
     drive_round,
     fresh_servers,
-    newest_version,
     private_store,
     round_orders,
 )
@@ -172,63 +169,30 @@ def shadow_cost(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.shadow", description=__doc__)
-    parser.add_argument("--data", type=Path, required=True, help="titles to send (any format)")
-    parser.add_argument("--artefacts-dir", type=Path, default=DEFAULT_ARTEFACTS)
-    parser.add_argument("--rounds", type=int, default=6, help="rounds of fresh processes")
-    parser.add_argument("--levels", default="1,32", help="concurrency levels")
-    parser.add_argument("--duration", type=int, default=3, help="seconds per level and server")
-    parser.add_argument("--threads", type=int, default=0, help="runtime threads (0: default)")
+    parser = experiment.parser("python -m bench.shadow", __doc__, rounds=6)
     parser.add_argument("--sample", type=float, default=SAMPLE, help="the candidate's sample")
-    parser.add_argument("--no-control", action="store_true", help="leave out the control")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--targets", type=Path, default=report.TARGETS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The experiment on a private copy of the newest version; the table, the JSON under
-    ``--out``, the targets' checks; 1 if one is missed."""
+    """The experiment on a private copy of the newest version (see :func:`bench.experiment.run`)."""
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
-        return 2
-    targets = report.load_targets(args.targets)
-    from shared.data import read_dataset
 
-    version = newest_version(args.artefacts_dir)
-    workdir = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
-    try:
-        bodies = workdir / "bodies.jsonl"
-        titles = read_dataset(args.data).titles
-        bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in titles))
-        store_root = private_store(args.artefacts_dir, version, workdir / "artefacts")
-        result = shadow_cost(
+    def measure(store_root: Path, bodies: Path, levels: list[int]) -> dict[str, Any]:
+        return shadow_cost(
             store_root,
             bodies,
-            [int(x) for x in args.levels.split(",")],
+            levels,
             args.rounds,
             args.duration,
             args.threads,
             args.sample,
             control=not args.no_control,
         )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    results: dict[str, Any] = {
-        "shadow": result,
-        "modes": {},
-        "version": version,
-        "machine": report.machine(),
-        "created": report.now(),
-    }
-    results["checks"] = report.check(results, targets)
-    report.print_shadow(result)
-    for c in results["checks"]:
-        print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['value']}")
-    path = report.save(results, args.out, "bench-shadow", "latest-shadow.json")
-    print(f"\nwritten to {path}")
-    return 0 if all(c["ok"] for c in results["checks"]) else 1
+
+    return experiment.run(
+        args, "shadow", measure, report.print_shadow, "bench-shadow", "latest-shadow.json"
+    )
 
 
 if __name__ == "__main__":
