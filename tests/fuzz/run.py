@@ -15,39 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.conftest import REPO, build_tiny_bert, free_port, tiny_config, write_wide_tsv
+from tests.conftest import REPO, free_port
+from tests.serving import publish_tiny_model, wait_ready
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
-
-
-def publish_tiny_model(root: Path) -> None:
-    from trainer.train import train
-
-    build = root / "work"
-    base = build_tiny_bert(build / "tiny-bert")
-    train_tsv = write_wide_tsv(build / "train.tsv", 160, seed=1)
-    valid_tsv = write_wide_tsv(build / "valid.tsv", 60, seed=2)
-    train(tiny_config(base), train_tsv, valid_tsv, root / "artefacts")
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the API was not ready in time")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""``make attack``: hostile clients against a real API process (quotas, slow bodies)."""
