@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 from tests.sbom import missing
@@ -181,3 +182,14 @@ def test_sbom_check_names_what_the_sbom_lacks() -> None:
         "numpy==2.4.7",
         "torch==2.13.0",
     ]
+
+
+def test_every_service_has_cpu_and_memory_limits() -> None:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text(encoding="utf-8"))
+    for name, service in compose["services"].items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert limits.get("cpus") and limits.get("memory"), f"compose.yaml: {name} has no limits"
+    stack = yaml.safe_load((REPO / "deploy" / "swarm" / "stack.yaml").read_text(encoding="utf-8"))
+    for name, service in stack["services"].items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert limits.get("memory"), f"deploy/swarm/stack.yaml: {name} has no memory limit"
