@@ -12,8 +12,12 @@ PY := $(VENV)/bin/python
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 # pip-tools for `make lock`, in a venv of its own (build/ is gitignored).
 LOCK_VENV ?= build/lockvenv
-# The image tag `make sbom` builds and checks (compose.yaml's TAG).
+# The images `make sbom` builds and checks: compose.yaml's TAG and build arguments (GIT_COMMIT
+# too, from the environment), so that they are the images `docker compose build` makes.
 TAG ?= latest
+BASE_IMAGE ?= python:3.11-slim
+IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	--build-arg GIT_COMMIT
 
 CONFIG ?= conf/train.yaml
 # Empty: the trainer takes data/raw/train.tsv (the public set, `make data`) when it is there,
@@ -58,8 +62,10 @@ lock: ## regenerate requirements/*.lock (hashes) from requirements/*.txt with pi
 sbom: ## CycloneDX SBOM of each image (build/sbom/api.cdx.json, trainer.cdx.json), checked against what it holds
 	@mkdir -p build/sbom
 	@for image in api trainer; do \
-		docker build --quiet -f $$image/Dockerfile -t tagger-$$image:$(TAG) . >/dev/null; \
-		docker build --quiet -f $$image/Dockerfile --target sbom -t tagger-$$image-sbom:$(TAG) . >/dev/null; \
+		out=$$(docker build $(IMAGE_BUILD_ARGS) -f $$image/Dockerfile -t tagger-$$image:$(TAG) . 2>&1) \
+			|| { echo "$$out"; exit 1; }; \
+		out=$$(docker build $(IMAGE_BUILD_ARGS) -f $$image/Dockerfile --target sbom \
+			-t tagger-$$image-sbom:$(TAG) . 2>&1) || { echo "$$out"; exit 1; }; \
 		box=$$(docker create tagger-$$image-sbom:$(TAG) none); \
 		docker cp $$box:/$$image.cdx.json build/sbom/$$image.cdx.json >/dev/null; \
 		docker rm $$box >/dev/null; \
