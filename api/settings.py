@@ -131,3 +131,20 @@ class ApiSettings(ServiceSettings):
         description="most texts waiting for a shadow pass; beyond it the oldest are shed and "
         "counted (as are those waiting over 2 s)",
     )
+    keys_file: Path | None = Field(
+        None,
+        description="API keys file (NAME:SHA256HEX lines, made by tagger keys add); set, every "
+        "route but /health and /ready needs a key (none: keys off)",
+    )
+    quota_requests_per_s: float = Field(
+        0, ge=0, description="requests per second each key may make (0: no limit)"
+    )
+    quota_texts_per_s: float = Field(
+        0, ge=0, description="texts per second each key may send for prediction (0: no limit)"
+    )
+    quota_burst_s: float = Field(
+        2.0,
+        gt=0,
+        description="a key's quota bucket holds this many seconds of its rate (at least one "
+        "request, or the request's texts)",
+    )
