@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.predictor import Backend, Precision
@@ -156,3 +156,12 @@ class ApiSettings(ServiceSettings):
         description="most texts waiting for a shadow pass; beyond it the oldest are shed and "
         "counted (as are those waiting over 2 s)",
     )
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> ApiSettings:
+        if self.internal_port == self.port:
+            raise ValueError(
+                f"API_INTERNAL_PORT and API_PORT are both {self.port}: give the internal routes "
+                "another port, or unset API_INTERNAL_PORT to serve every route on API_PORT"
+            )
+        return self
