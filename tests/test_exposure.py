@@ -187,9 +187,9 @@ def test_the_deadline_and_the_budget_without_a_server() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         called.append((await receive())["body"])
 
-    sent: list[dict[str, Any]] = []
+    sent: list[Any] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Any) -> None:
         sent.append(message)
 
     async def stalled() -> dict[str, Any]:
