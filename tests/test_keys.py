@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from api.auth import needs_key, presented_key
@@ -30,7 +31,8 @@ from api.keys import (
 )
 from api.settings import ApiSettings
 from shared.store import ArtefactStore
-from tests.conftest import assert_error, make_client, run_cli, wait_for
+from tests.conftest import assert_error, free_port, make_client, run_cli, wait_for
+from tests.serving import ApiProcess
 
 
 def entry(name: str, key: str) -> str:
@@ -268,3 +270,34 @@ def test_an_unusable_keys_file_stops_start_up_with_one_line(tmp_path: Path) -> N
         f"error: API_KEYS_FILE: {tmp_path / 'keys'}, line 1: expected NAME:SHA256HEX "
         "(64 hex digits)\n"
     )
+
+
+@pytest.mark.integration
+def test_with_an_internal_port_only_the_public_port_asks_for_a_key(
+    published: ArtefactStore, tmp_path: Path
+) -> None:
+    key = add_key(tmp_path / "keys", "ops")
+    internal = free_port()
+    env = {
+        "API_KEYS_FILE": str(tmp_path / "keys"),
+        "API_INTERNAL_PORT": str(internal),
+        "API_LOG_LEVEL": "info",
+        "API_LOG_FORMAT": "json",
+    }
+    with ApiProcess(tmp_path, published.root, **env) as api:
+        inside = f"http://127.0.0.1:{internal}"
+        body = {"text": "spring maven error"}
+        assert_error(httpx.post(f"{api.url}/predict", json=body), 401, "unauthorized")
+        assert_error(httpx.get(f"{api.url}/model"), 404, "not_found")  # not even a 401
+        with_key = httpx.post(f"{api.url}/predict", json=body, headers={"X-API-Key": key})
+        assert with_key.status_code == 200
+        assert httpx.post(f"{inside}/predict", json=body).status_code == 200
+        assert httpx.get(f"{inside}/model").status_code == 200
+        schema = httpx.get(f"{inside}/openapi.json").json()
+        metrics = httpx.get(f"{inside}/metrics").text
+    assert "security" not in schema["paths"]["/model"]["get"]
+    assert schema["paths"]["/predict"]["post"]["security"]
+    assert 'tagger_requests_by_key_total{key="ops",status="200"} 1.0' in metrics
+    assert 'tagger_requests_by_key_total{key="anonymous",status="200"}' in metrics
+    log = api.log()
+    assert '"key": "ops"' in log and '"key": "unknown"' in log and key not in log

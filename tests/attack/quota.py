@@ -1,12 +1,13 @@
 """``python -m tests.attack.quota``: one key far over its quota must not hurt another key.
 
 Serves the tiny test model (tests/serving.py) with keys on and a quota of ``--quota``
-requests/s per key (and of texts, 1.25 times what ``fair`` sends), then runs 64 clients in all: key ``hog`` sends at 10x its quota and key
-``fair`` at its quota, for ``--together-s`` seconds; then ``fair`` alone for ``--alone-s``.
-Each client is open-loop (requests on a fixed schedule, sent at once when it has fallen
-behind), one request in flight at a time, 4 texts a request. The hog's clients run in a
-process of their own: sharing the fair clients' event loop, their client-side work showed up
-as the API's latency (a p99 of 500 ms against 17 ms measured apart).
+requests/s per key (and of texts, 1.25 times what ``fair`` sends), then runs 64 clients in
+all: key ``hog`` sends at 10x its quota and key ``fair`` at its quota, for ``--together-s``
+seconds; then ``fair`` alone for ``--alone-s``. Each client is open-loop (requests on a fixed
+schedule, sent at once when it has fallen behind), one request in flight at a time, 4 texts a
+request. The hog's clients run in a process of their own: sharing the fair clients' event
+loop, their client-side work showed up as the API's latency (a p99 of 500 ms against 17 ms
+measured apart).
 
 Prints hog's 429 share and whether every 429 had a ``Retry-After``, fair's success rate, and
 fair's p99 together vs alone. Exits non-zero when fair's success is under 99%, a 429 lacks
