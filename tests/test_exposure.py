@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -248,3 +249,9 @@ def test_requests_beyond_the_cap_get_a_json_503_but_probes_do_not(
             lambda: httpx.post(f"{api.url}/predict", json={"text": "x"}).status_code == 200,
             what="the in-flight count did not go down",
         )
+        # One server on two sockets stops as one: SIGTERM, a clean shutdown, both ports shut.
+        assert api.stop() in (0, -signal.SIGTERM)
+        assert "Traceback" not in api.log()
+        for port in (api.port, internal):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
