@@ -34,7 +34,7 @@ TEXT ?= How do I merge two dictionaries in Python?
 API_URL ?= http://127.0.0.1:8000
 
 .PHONY: help setup lock sbom data train train-quick train-feedback feedback-import report serve predict-test \
-	request-test evaluate versions rollback quickstart test test-fast chaos lint docs fuzz e2e e2e-swarm \
+	request-test evaluate versions rollback quickstart test test-fast chaos attack lint docs fuzz e2e e2e-swarm \
 	secrets k8s-check bench bench-swap bench-body bench-log bench-shadow \
 	baseline clean
 
@@ -132,6 +132,10 @@ test-fast: setup ## unit tests only (no subprocess servers, no real MiniLM)
 chaos: setup ## fault injection: SIGKILLed trainers, races, corruption, disk full, API kills (< 10 min)
 	$(PY) -m tests.chaos.run
 
+attack: setup ## hostile clients against a real API: one key at 10x its quota beside a fair one, 1,500 slow uploads (< 5 min)
+	$(PY) -m tests.attack.quota
+	$(PY) -m tests.attack.slow
+
 # BENCH_ARGS: more options of python -m bench.run, e.g. BENCH_ARGS="--modes torch,no-batching --obs-rounds 5".
 # BENCH_DATABASE_URL: a PostgreSQL whose inference log cost is measured too (SQLite always is),
 # e.g. postgresql+psycopg://tagger:PASSWORD@127.0.0.1:5432/tagger.
@@ -155,7 +159,7 @@ bench-swap: setup ## 64 clients, 10 hot swaps: p99 during swaps vs steady, faile
 bench-body: setup ## the API's peak memory under a stream of 300 MB request bodies
 	$(PY) -m bench.oversized --artefacts-dir $(ARTEFACTS)
 
-fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a real API
+fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a real API (then 300 with a key)
 	$(PY) -m tests.fuzz.run --max-examples 1000
 
 secrets: ## secrets/postgres-password for Compose and Swarm (random; kept when it is there)
