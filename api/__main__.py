@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from api.app import create_app
+from api.keys import KeysFileError
 from api.middleware import ACCESS_LOGGER
 from api.settings import ApiSettings
 from shared.logs import setup_logging
@@ -38,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format, buffered=buffered)
     for line in ApiSettings.deprecations():
         logging.getLogger("api").warning(line)
+    try:
+        app = create_app(settings)
+    except KeysFileError as exc:
+        print(f"error: API_KEYS_FILE: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -14,6 +14,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import AuthMiddleware, KeyGuard, document_security
 from api.errors import install_error_handlers
 from api.feedback import router as feedback_router
 from api.inference import InferenceService
@@ -67,9 +68,11 @@ Prometheus server, not for clients, so it is not listed among the routes below
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
-    """Build the app; the model is loaded in the lifespan, before the first request."""
+    """Build the app; the model is loaded in the lifespan, before the first request.
+    KeysFileError when ``API_KEYS_FILE`` is set and cannot be used."""
     settings = settings or ApiSettings()
     metrics = ApiMetrics() if settings.metrics else None
+    guard = KeyGuard.from_settings(settings, metrics.keys if metrics is not None else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +133,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(_flush_logs_every(settings.log_flush_s)))
         if settings.live_refresh_s > 0:
             tasks.append(asyncio.create_task(live.run(), name="live-figures"))
+        if guard is not None:
+            tasks.append(asyncio.create_task(guard.watch(settings.poll_interval_s), name="keys"))
         try:
             yield
         finally:
@@ -155,17 +160,21 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.key_guard = guard
     app.state.rollout_observer = metrics.rollout if metrics is not None else None
     install_error_handlers(app)
     # The last added is the outermost: the request id, access log and metrics see every
     # request, a body refused by the limit included.
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMiddleware, metrics=metrics)
+    if guard is not None:  # before the body is read; inside the access log and metrics
+        app.add_middleware(AuthMiddleware, guard=guard, settings=settings)
+    app.add_middleware(RequestMiddleware, metrics=metrics, keys=guard is not None)
     app.include_router(router)
     app.include_router(feedback_router)
     if metrics is not None:
         _serve_metrics(app, metrics)
     document_limits(app, settings)
+    document_security(app, settings)
     _serve_docs_offline(app)
     return app
 

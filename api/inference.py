@@ -13,7 +13,9 @@ name, either pinned by the caller (:class:`VersionNotLoaded` when it is gone by 
 or chosen by the canary (answered by the served version when the candidate is gone). A batch
 holds the jobs of one target only; the others keep their places in the queue. A request whose
 client went away is dropped before it is computed. When more than ``queue_depth`` texts wait,
-new requests are refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``).
+new requests are refused with :class:`QueueFull` (the API answers 503 with ``Retry-After``),
+and past half full a caller over its fair share is refused too (:mod:`api.fairness`); batches
+are still taken in arrival order.
 
 With batching off, each request runs its own forward pass on the same single worker thread
 (the naive design; kept for comparison in ``make bench``); the same ``queue_depth`` bound
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from api.busy import BusyMeter
+from api.fairness import WaitingTexts
 from api.model_manager import LoadedModel, ModelManager
 from api.observe import BatchObserver
 from shared.predictor import Prediction
@@ -76,6 +79,7 @@ class _Job:
     future: asyncio.Future[Answer]
     target: str | None = None  # None: the served version
     pinned: bool = False  # True: that version or VersionNotLoaded; False: else the served one
+    caller: str | None = None  # the API key's name, for the fair share of the queue
     enqueued: float = field(default_factory=time.monotonic)
 
     @property
@@ -117,7 +121,7 @@ class InferenceService:
         self._executor = torch_executor or ThreadPoolExecutor(1, thread_name_prefix="torch")
         self._owns_executor = torch_executor is None
         self._jobs: collections.deque[_Job] = collections.deque()
-        self._waiting_texts = 0
+        self._waiting = WaitingTexts(queue_depth)
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._last_batch_jobs = 0
@@ -126,12 +130,12 @@ class InferenceService:
     @property
     def waiting_texts(self) -> int:
         """Texts queued and not yet taken into a batch."""
-        return self._waiting_texts
+        return self._waiting.total
 
     @property
     def served_waiting(self) -> bool:
         """Some request's texts wait for the model thread (queued, or in a forming batch)."""
-        return self._waiting_texts > 0 or self._forming
+        return self._waiting.total > 0 or self._forming
 
     def start(self) -> None:
         if self.batching and self._worker is None:
@@ -150,22 +154,28 @@ class InferenceService:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
     def submit(
-        self, texts: Sequence[str], top_k: int, target: str | None = None, pinned: bool = False
+        self,
+        texts: Sequence[str],
+        top_k: int,
+        target: str | None = None,
+        pinned: bool = False,
+        caller: str | None = None,
     ) -> asyncio.Future[Answer]:
-        """Queue ``texts`` for ``target`` (None: the served version); the future resolves to
-        the :class:`Answer`. Raises ModelNotReady or QueueFull at once. Cancelling the future
-        withdraws the texts (if their batch has not started)."""
+        """Queue ``caller``'s ``texts`` for ``target`` (None: the served version); the future
+        resolves to the :class:`Answer`. Raises ModelNotReady or QueueFull (queue full, or the
+        caller over its fair share) at once. Cancelling the future withdraws the texts (if
+        their batch has not started)."""
         if self.manager.current is None:
             raise ModelNotReady()
-        if self._waiting_texts + len(texts) > self.queue_depth:
+        if not self._waiting.admits(caller, len(texts)):
             self.stats.rejected_queue_full += 1
             raise QueueFull()
         if not self.batching:
-            return self._submit_alone(list(texts), top_k, target, pinned)
+            return self._submit_alone(list(texts), top_k, target, pinned, caller)
         loop = asyncio.get_running_loop()
-        job = _Job(list(texts), top_k, loop.create_future(), target, pinned)
+        job = _Job(list(texts), top_k, loop.create_future(), target, pinned, caller)
         self._jobs.append(job)
-        self._waiting_texts += len(job.texts)
+        self._waiting.add(caller, len(job.texts))
         self._wakeup.set()
         return job.future
 
@@ -189,20 +199,20 @@ class InferenceService:
         return served
 
     def _submit_alone(
-        self, texts: list[str], top_k: int, target: str | None, pinned: bool
+        self, texts: list[str], top_k: int, target: str | None, pinned: bool, caller: str | None
     ) -> asyncio.Future[Answer]:
         """Batching off: this request's own forward pass on the torch thread. Its texts count
         as waiting (against ``queue_depth``) until the thread starts on them, or until they
         are withdrawn."""
         loop = asyncio.get_running_loop()
-        self._waiting_texts += len(texts)
+        self._waiting.add(caller, len(texts))
         counted = True
 
         def stop_counting(*_: object) -> None:  # on the event loop only, so exactly once
             nonlocal counted
             if counted:
                 counted = False
-                self._waiting_texts -= len(texts)
+                self._waiting.remove(caller, len(texts))
 
         def run(model: LoadedModel) -> list[Prediction]:
             loop.call_soon_threadsafe(stop_counting)
@@ -235,7 +245,7 @@ class InferenceService:
             job = self._jobs[0]
             if job.future.done():  # withdrawn: the client disconnected or gave up
                 self._jobs.popleft()
-                self._waiting_texts -= len(job.texts)
+                self._waiting.remove(job.caller, len(job.texts))
                 self.stats.dropped_disconnected += 1
                 continue
             if key is None:
@@ -246,7 +256,7 @@ class InferenceService:
             if len(job.texts) > room and not (first and not taken):
                 break
             self._jobs.popleft()
-            self._waiting_texts -= len(job.texts)
+            self._waiting.remove(job.caller, len(job.texts))
             taken.append(job)
             room -= len(job.texts)
         self._jobs.extendleft(reversed(passed))

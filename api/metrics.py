@@ -26,6 +26,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from api.key_metrics import KeyMetrics
 from api.live_metrics import LiveCollector
 from api.observe import (
     RELOAD_FAILURE_REASONS,
@@ -172,6 +173,7 @@ class ApiMetrics:
         self._top1_children: dict[str, Counter] = {}
         self._state: list[Collector] = []
         self.rollout = RolloutMetrics(registry)  # the rollout's observer
+        self.keys = KeyMetrics(registry)
 
     def watch(
         self,

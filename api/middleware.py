@@ -17,6 +17,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import REQUEST_ID_HEADER
+from api.key_metrics import ANONYMOUS, UNKNOWN
 from api.metrics import UNMATCHED_ROUTE, ApiMetrics
 from shared.logs import RequestContext, request_context
 
@@ -47,11 +48,14 @@ def route_of(scope: Scope) -> str:
 
 
 class RequestMiddleware:
-    """Request id, one access log line and the HTTP metrics of every request."""
+    """Request id, one access log line and the HTTP metrics of every request. With ``keys``
+    on, the line names the caller's key (``unknown`` when refused 401); the requests-by-key
+    metric names it either way (``anonymous`` with keys off)."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics | None = None, keys: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,13 +82,20 @@ class RequestMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = route_of(scope)
+            caller = context.caller or (UNKNOWN if self.keys else ANONYMOUS)
             if self.metrics is not None:
                 self.metrics.observe_request(route, scope["method"], status, seconds, context.texts)
-            self._log(scope, route, status, seconds, context)
+                self.metrics.keys.observe(caller, status)
+            self._log(scope, route, status, seconds, context, caller if self.keys else None)
 
     @staticmethod
     def _log(
-        scope: Scope, route: str, status: int, seconds: float, context: RequestContext
+        scope: Scope,
+        route: str,
+        status: int,
+        seconds: float,
+        context: RequestContext,
+        key: str | None,
     ) -> None:
         level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
         if not access_log.isEnabledFor(level):
@@ -97,6 +108,8 @@ class RequestMiddleware:
             "status": status,
             "duration_ms": round(seconds * 1000, 2),
         }
+        if key is not None:
+            extra["key"] = key
         if context.texts is not None:
             extra["texts"] = context.texts
         if context.model_version is not None:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Form, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
+from api.auth import charge_texts
 from api.errors import ApiError, ClientGone
 from api.inference import InferenceService, ModelNotReady, QueueFull, VersionNotLoaded
 from api.live import LiveMonitor
@@ -173,10 +174,12 @@ async def _predict(
         raise ApiError(422, "invalid_top_k", f"top_k is {top_k}; at most {settings.max_top_k}")
     if manager.current is None:
         raise not_ready(manager)
+    charge_texts(request, len(texts))
     request_id = context.request_id if context is not None else None
     route = route_for(manager, pin, key or request_id)
     try:
-        work = inference.submit(texts, top_k, route.target, route.pinned)
+        caller = context.caller if context is not None else None
+        work = inference.submit(texts, top_k, route.target, route.pinned, caller)
         answer = await unless_disconnected(request, work)
     except ModelNotReady:
         raise not_ready(manager) from None

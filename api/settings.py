@@ -28,6 +28,13 @@ class ApiSettings(ServiceSettings):
     artefacts_dir: Path = store_field(deprecated_env="API_ARTEFACTS_DIR")
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8000, ge=1, le=65535, description="listen port")
+    internal_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="a second listen port (same address) for /metrics, /model, /docs and "
+        "/openapi.json, which then answer 404 on the public port (none: every route on port)",
+    )
     poll_interval_s: float = Field(2.0, gt=0, le=3600, description="how often LATEST is checked")
     verify_checksums: bool = Field(True, description="check manifest sha256 before loading")
     max_text_chars: int = Field(2000, ge=1, description="longer texts are refused with 413")
@@ -75,6 +82,24 @@ class ApiSettings(ServiceSettings):
     )
     metrics: bool = Field(True, description="GET /metrics (Prometheus) and its instrumentation")
     graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="a request's whole body must arrive within this, else 408"
+    )
+    body_buffer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="most request-body bytes held at once over all requests; a larger body "
+        "beyond it gets 503 overloaded (bodies under 16 KiB are always read)",
+    )
+    max_concurrency: int = Field(
+        2048,
+        ge=1,
+        description="most requests in flight; beyond it 503 overloaded (JSON), /health and "
+        "/ready excepted; uvicorn refuses connections 512 above it (plain-text 503)",
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, le=3600, description="an idle keep-alive connection is closed after this"
+    )
     database_url: str = database_url_field()
     database_password_file: Path | None = database_password_file_field()
     prediction_log_sample: float = Field(
@@ -130,4 +155,21 @@ class ApiSettings(ServiceSettings):
         le=100_000,
         description="most texts waiting for a shadow pass; beyond it the oldest are shed and "
         "counted (as are those waiting over 2 s)",
+    )
+    keys_file: Path | None = Field(
+        None,
+        description="API keys file (NAME:SHA256HEX lines, made by tagger keys add); set, every "
+        "route but /health and /ready needs a key (none: keys off)",
+    )
+    quota_requests_per_s: float = Field(
+        0, ge=0, description="requests per second each key may make (0: no limit)"
+    )
+    quota_texts_per_s: float = Field(
+        0, ge=0, description="texts per second each key may send for prediction (0: no limit)"
+    )
+    quota_burst_s: float = Field(
+        2.0,
+        gt=0,
+        description="a key's quota bucket holds this many seconds of its rate (at least one "
+        "request, or the request's texts)",
     )

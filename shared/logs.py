@@ -39,6 +39,7 @@ class RequestContext:
     request_id: str
     texts: int | None = None
     model_version: str | None = None
+    caller: str | None = None  # the API key's name (keys on), never the key
 
 
 # Set by the API's request middleware for the task serving one request (each request runs in
@@ -75,7 +76,7 @@ class TextFormatter(logging.Formatter):
     """``time level logger: message``, then the request's fields (or, in a data-parallel
     training run, the process's rank) in brackets when it has any."""
 
-    FIELDS = ("request_id", "texts", "model_version", "rank", "world_size")
+    FIELDS = ("request_id", "key", "texts", "model_version", "rank", "world_size")
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)

@@ -1,4 +1,4 @@
-"""``tagger train | evaluate | versions | baseline | feedback | report | serve | predict``.
+"""``tagger train | evaluate | versions | baseline | feedback | report | serve | predict | keys``.
 
 Each subcommand is the module command of the same job with the rest of the line handed over
 unchanged (``tagger train --help`` is ``python -m trainer --help``), so the two forms cannot
@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "serve": ("api.__main__", "python -m api", "serve the newest version over HTTP"),
     "predict": ("api.predict", "python -m api.predict", "top tags of a title, no server"),
+    "keys": ("api.keys", "python -m api.keys", "add, list or remove the API's keys (hashes only)"),
 }
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         print(
             f"error: 'tagger {name}' needs {exc.name}, which this installation does not have "
-            "(with the API's packages only, serve and predict run)",
+            "(with the API's packages only, serve, predict and keys run)",
             file=sys.stderr,
         )
         return 2

@@ -291,7 +291,7 @@ def test_withdrawn_requests_free_their_place_with_batching_off() -> None:
         await asyncio.sleep(0.01)
         gone.cancel()  # what the route does when the client disconnects
         await asyncio.sleep(0.01)
-        assert svc._waiting_texts == 0
+        assert svc.waiting_texts == 0
         fake.gate.set()
         await running
         await svc.close()
