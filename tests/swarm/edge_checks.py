@@ -68,11 +68,13 @@ def main(https_url: str, http_url: str, ca_file: str, key_file: str) -> int:
     parts = urllib.parse.urlsplit(https_url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=parts.hostname) as tls:
-            version, cipher = tls.version(), tls.cipher()[0]
-            subject = dict(item for rdn in tls.getpeercert()["subject"] for item in rdn)
+            version, cipher = tls.version(), (tls.cipher() or ("?",))[0]
+            peer: Any = tls.getpeercert() or {}
+            subject = {name: value for rdn in peer.get("subject", ()) for name, value in rdn}
+    name = subject.get("commonName")
     check(
         version in ("TLSv1.2", "TLSv1.3"),
-        f"TLS handshake with the test certificate: {version}, {cipher}, CN {subject['commonName']}",
+        f"TLS handshake with the test certificate: {version}, {cipher}, CN {name}",
     )
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as raw:
         try:
