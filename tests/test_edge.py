@@ -493,6 +493,18 @@ def test_edge_buffers_hold_the_largest_body_the_api_takes() -> None:
     assert "option http-buffer-request" in config
 
 
+def test_edge_frontends_share_the_global_connection_cap() -> None:
+    """The https flood cannot take the stats port's share (the container's healthcheck)."""
+    sections = re.split(r"^(?=\S)", (EDGE_DIR / "haproxy.cfg").read_text(), flags=re.MULTILINE)
+    caps = {
+        section.split()[1] if section.startswith("frontend") else "global": int(found[1])
+        for section in sections
+        if (found := re.search(r"^\s+maxconn (\d+)", section, re.MULTILINE))
+    }
+    assert set(caps) == {"global", "https", "http", "stats"}
+    assert caps["https"] + caps["http"] + caps["stats"] <= caps["global"]
+
+
 def test_secrets_are_made_once_private_and_in_the_keys_format(tmp_path: Path) -> None:
     (tmp_path / "deploy").mkdir()
     script = shutil.copy(REPO / "deploy" / "make-secrets.sh", tmp_path / "deploy")
