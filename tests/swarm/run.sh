@@ -8,8 +8,8 @@
 #   certificate, http redirected, /metrics /model /docs /openapi.json 404, /predict 401 without
 #   a key or with a wrong one, 200 with it) and /metrics on 9000 inside an api task (404 on
 #   8000) -> 50 answers in a row through the edge name it, from every replica -> 16 clients
-#   poll through the edge from here on -> the trainer job again (forced promotion): every replica serves the new version within 15 s, no failed request -> docker
-#   service update --image to a rebuilt api image (start-first, one at a time): no failed request,
+#   poll through the edge from here on -> the trainer job again (forced promotion): every
+#   replica serves the new version within 15 s, no failed request -> docker service update --image to a rebuilt api image (start-first, one at a time): no failed request,
 #   every new replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
 #   the last phase is a row in the stack's PostgreSQL (counted by request id) -> rollout under
 #   16 clients through the edge, the store's CLI in one-off containers of the trainer image on
@@ -292,13 +292,15 @@ echo "v1 = $v1 (trained ${SECONDS} s after the start)"
 db_healthy || fail "db not healthy: $(docker service ps --no-trunc "${STACK}_db" | tail -n +2 | head -3)"
 echo "db: $(docker service ls --filter "name=${STACK}_db" --format '{{.Replicas}}') healthy"
 
-step "every replica serves $v1; 50 answers in a row through the edge name it"
+step "every replica serves $v1 (their internal port, through the edge container)"
 for i in $(seq 1 60); do all_serve "$v1" 3 && break; [ "$i" -lt 60 ] || fail "replicas: $(replica_versions)"; sleep 1; done
 echo "replicas: $(replica_versions)"
 
 step "the edge from outside: TLS, the redirect, internal routes, keys; /metrics on 9000 inside"
 python3 tests/swarm/edge_checks.py "$URL" "$HTTP_URL" "$CA" "$KEY_FILE" || fail "the edge's checks"
 internal_metrics
+
+step "50 answers in a row through the edge (https, the key) name $v1, from every replica"
 python3 tests/swarm/load.py "$URL" "$WORK" --clients "$CLIENTS" --ids swarm \
   --cacert "$CA" --key-file "$KEY_FILE" > "$WORK/load.json" &
 loader=$!
