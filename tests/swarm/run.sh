@@ -9,8 +9,9 @@
 #   a key or with a wrong one, 200 with it) and /metrics on 9000 inside an api task (404 on
 #   8000) -> 50 answers in a row through the edge name it, from every replica -> 16 clients
 #   poll through the edge from here on -> the trainer job again (forced promotion): every
-#   replica serves the new version within 15 s, no failed request -> docker service update --image to a rebuilt api image (start-first, one at a time): no failed request,
-#   every new replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
+#   replica serves the new version within 15 s, no failed request -> docker service update
+#   --image to a rebuilt api image (start-first, one at a time): no failed request, every new
+#   replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
 #   the last phase is a row in the stack's PostgreSQL (counted by request id) -> rollout under
 #   16 clients through the edge, the store's CLI in one-off containers of the trainer image on
 #   the stack's artefacts volume: a copy of the served version as the shadow candidate (every
