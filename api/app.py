@@ -16,9 +16,10 @@ from fastapi.staticfiles import StaticFiles
 
 from api.auth import AuthMiddleware, KeyGuard, document_security
 from api.errors import install_error_handlers
+from api.exposure import InternalRoutes
 from api.feedback import router as feedback_router
 from api.inference import InferenceService
-from api.limits import BodyLimit, document_limits
+from api.limits import BodyBudget, BodyLimit, ConcurrencyLimit, document_limits
 from api.live import LiveMonitor
 from api.metrics import ApiMetrics
 from api.middleware import RequestMiddleware
@@ -164,10 +165,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.rollout_observer = metrics.rollout if metrics is not None else None
     install_error_handlers(app)
     # The last added is the outermost: the request id, access log and metrics see every
-    # request, a body refused by the limit included.
-    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    if guard is not None:  # before the body is read; inside the access log and metrics
+    # request, one refused by a limit or kept off the public port included.
+    app.state.body_budget = BodyBudget(settings.body_buffer_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_body_bytes=settings.max_body_bytes,
+        timeout_s=settings.request_timeout_s,
+        budget=app.state.body_budget,
+    )
+    if guard is not None:  # before the body is read; an internal route on the public port 404s
         app.add_middleware(AuthMiddleware, guard=guard, settings=settings)
+    app.add_middleware(InternalRoutes, settings=settings)
+    app.add_middleware(ConcurrencyLimit, settings=settings)
     app.add_middleware(RequestMiddleware, metrics=metrics, keys=guard is not None)
     app.include_router(router)
     app.include_router(feedback_router)

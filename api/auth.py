@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import ApiError, error_response
+from api.exposure import PROBE_PATHS, is_internal_path, is_internal_request, is_probe
 from api.key_metrics import ANONYMOUS, KeyMetrics
 from api.keys import KeyRing, KeysFileError, load_keys
 from api.quota import QUOTA_EXCEEDED, Quotas, retry_after
@@ -30,22 +31,14 @@ from shared.logs import request_context
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
 UNAUTHORIZED = "unauthorized"
 _BEARER = "bearer "
-
-
-def on_internal_port(scope: Scope, settings: ApiSettings) -> bool:
-    """The request came in on ``API_INTERNAL_PORT`` (never, while that is unset)."""
-    port = getattr(settings, "internal_port", None)
-    server = scope.get("server")
-    return port is not None and server is not None and server[1] == port
 
 
 def needs_key(scope: Scope, settings: ApiSettings) -> bool:
     """Whether this request must bring a key (keys on): every route but the probes, except
     on the internal port."""
-    return scope["path"] not in OPEN_PATHS and not on_internal_port(scope, settings)
+    return not is_probe(scope) and not is_internal_request(scope, settings)
 
 
 def presented_key(scope: Scope) -> str | None:
@@ -174,7 +167,8 @@ SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyHeader": []}
 
 def document_security(app: FastAPI, settings: ApiSettings) -> None:
     """With keys on, ``app.openapi()`` names the two ways to send a key, and every operation
-    that needs one lists them and its 401 and 429 answers."""
+    that needs one (all but the probes and, with an internal port, the internal routes) lists
+    them and its 401 and 429 answers."""
     if settings.keys_file is None:
         return
     build = app.openapi
@@ -183,20 +177,21 @@ def document_security(app: FastAPI, settings: ApiSettings) -> None:
         schema = build()
         components = schema.setdefault("components", {})
         if "securitySchemes" not in components:
-            _apply_security(schema)
+            _apply_security(schema, settings)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _apply_security(schema: dict[str, Any]) -> None:
+def _apply_security(schema: dict[str, Any], settings: ApiSettings) -> None:
+    internal_only = settings.internal_port is not None  # internal routes need no key there
     schema["components"]["securitySchemes"] = {
         "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API key"},
         "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     }
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     for path, operations in schema["paths"].items():
-        if path in OPEN_PATHS:
+        if path in PROBE_PATHS or (internal_only and is_internal_path(path)):
             continue
         for operation in operations.values():
             operation["security"] = SECURITY

@@ -4,7 +4,15 @@
 ``max_body_bytes`` is answered 413 at once, without reading its body; any other body (chunked
 ones included) is read here, counting bytes as they arrive, and answered 413 as soon as the
 count passes the limit. Only a body within the limit reaches the application, so at most
-``max_body_bytes`` per request is ever held, however large the upload.
+``max_body_bytes`` per request is ever held, however large the upload. Slow clients get two
+more bounds: the whole body must arrive within ``timeout_s`` of the request's start (else 408
+``request_timeout``), and the bytes held by all requests together are counted in a
+:class:`BodyBudget` (a chunk that would pass it: 503 ``overloaded``). A body still under
+:data:`SMALL_BODY_BYTES` is never refused by the budget, so ordinary requests get through
+while slow uploads hold it; they are counted, and bounded by the in-flight cap.
+
+:class:`ConcurrencyLimit` answers 503 ``overloaded`` (JSON, ``Retry-After: 1``) to a request
+beyond ``max_concurrency`` in flight; probes and the internal port are never refused.
 
 :func:`document_limits` writes the same limits (and those the routes check: characters per
 text, texts per request, ``top_k``) into the OpenAPI document, so that it says exactly what is
@@ -13,6 +21,7 @@ accepted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +29,16 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.exposure import is_internal_request, is_probe
 from api.schemas import MAX_TAG_CHARS
 from api.settings import ApiSettings
 from shared.logs import request_context
 
 BODY_TOO_LARGE = "body_too_large"
+REQUEST_TIMEOUT = "request_timeout"
+OVERLOADED = "overloaded"
+# Bodies up to this size are read whatever the budget (a /predict of a few titles is < 1 KiB).
+SMALL_BODY_BYTES = 16 * 1024
 # JSON Schema ``pattern`` (a search, not anchored): at least one character that is not white
 # space as ``str.strip()`` counts it (``str.isspace``). Spelt out code point by code point,
 # because ``\s`` means a different set in each regex dialect (ECMA, Python, Rust).
@@ -35,12 +49,42 @@ WHITESPACE = (
 NOT_BLANK = f"[^{WHITESPACE}]"
 
 
-class BodyLimit:
-    """Answer 413 ``body_too_large`` to a request body over ``max_body_bytes``."""
+class BodyBudget:
+    """The request-body bytes held at once by every request of the process (one event loop:
+    no lock)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int, body_so_far: int) -> bool:
+        """Count ``size`` more bytes of a body that has ``body_so_far``; False (nothing
+        counted) when that would pass the limit and the body is no longer small."""
+        if body_so_far + size > SMALL_BODY_BYTES and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+
+class BodyLimit:
+    """Answer 413 ``body_too_large`` to a request body over ``max_body_bytes``, 408
+    ``request_timeout`` to one not complete within ``timeout_s``, 503 ``overloaded`` when the
+    ``budget`` of body bytes held over all requests is spent."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        timeout_s: float = 10.0,
+        budget: BodyBudget | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
+        self.budget = budget or BodyBudget(64 * 1024 * 1024)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,26 +92,11 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await self._refuse(send, f"the request body has {declared} bytes")
+            await self._too_large(send, f"the request body has {declared} bytes")
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away before its body was complete: nobody to answer
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                await self._refuse(
-                    send, f"the request body has more than {self.max_body_bytes} bytes"
-                )
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        del chunks
+        body = await self._read(receive, send)
+        if body is None:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -77,31 +106,122 @@ class BodyLimit:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: only http.disconnect is left to see
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            self.budget.release(len(body))
 
-    async def _refuse(self, send: Send, what: str) -> None:
-        error: dict[str, str] = {
-            "error": BODY_TOO_LARGE,
-            "message": f"{what}; the limit is {self.max_body_bytes} bytes "
+    async def _read(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body (its bytes counted in the budget), or None once answered."""
+        chunks: list[bytes] = []
+        size = 0
+        refusal = ""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break  # the client went away before its body was complete
+                    chunk = message.get("body", b"")
+                    if size + len(chunk) > self.max_body_bytes:
+                        refusal = BODY_TOO_LARGE
+                        break
+                    if not self.budget.take(len(chunk), size):
+                        refusal = OVERLOADED
+                        break
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        body = b"".join(chunks)
+                        size = 0  # now the caller's to release
+                        return body
+        except TimeoutError:
+            refusal = REQUEST_TIMEOUT
+        finally:
+            self.budget.release(size)
+        del chunks
+        if refusal == BODY_TOO_LARGE:
+            await self._too_large(
+                send, f"the request body has more than {self.max_body_bytes} bytes"
+            )
+        elif refusal == OVERLOADED:
+            await send_error(
+                send,
+                503,
+                OVERLOADED,
+                "the server holds too many request bodies at once; retry shortly",
+                retry_after=1,
+            )
+        elif refusal == REQUEST_TIMEOUT:
+            await send_error(
+                send,
+                408,
+                REQUEST_TIMEOUT,
+                f"the request body did not arrive within {self.timeout_s:g} s "
+                "(API_REQUEST_TIMEOUT_S); send it at once, or a smaller one",
+            )
+        return None
+
+    async def _too_large(self, send: Send, what: str) -> None:
+        await send_error(
+            send,
+            413,
+            BODY_TOO_LARGE,
+            f"{what}; the limit is {self.max_body_bytes} bytes "
             "(API_MAX_BODY_BYTES). Send fewer or shorter texts per request.",
-        }
-        context = request_context.get()
-        if context is not None:  # set by the request middleware outside this one
-            error["request_id"] = context.request_id
-        body = json.dumps(error).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    # The rest of the body is never read: the connection cannot be reused.
-                    (b"connection", b"close"),
-                ],
-            }
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimit:
+    """Answer 503 ``overloaded`` (JSON) to a request beyond ``max_concurrency`` in flight.
+    Probes and requests on the internal port are never refused: they are how operators see
+    an overloaded process (uvicorn's own limit still bounds them)."""
+
+    def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_probe(scope) or is_internal_request(scope, self.settings):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.settings.max_concurrency:
+            await send_error(
+                send,
+                503,
+                OVERLOADED,
+                f"more than {self.settings.max_concurrency} requests in flight "
+                "(API_MAX_CONCURRENCY); retry shortly",
+                retry_after=1,
+            )
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def send_error(
+    send: Send, status: int, code: str, message: str, retry_after: int | None = None
+) -> None:
+    """Answer the API's JSON error from a pure ASGI middleware and close the connection (the
+    rest of the body, if any, is never read, so the connection cannot be reused)."""
+    error: dict[str, str] = {"error": code, "message": message}
+    context = request_context.get()
+    if context is not None:  # set by the request middleware outside this one
+        error["request_id"] = context.request_id
+    body = json.dumps(error).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -112,13 +112,14 @@ KeyHeader = Annotated[
 ]
 
 
-def not_ready(manager: ModelManager) -> ApiError:
+def not_ready() -> ApiError:
+    """503 with no path or config in it (the store's folder and load errors are in GET /model)."""
     return ApiError(
         503,
         "model_not_ready",
-        f"no model is loaded: none is published in {manager.artefacts_dir} yet (or none could "
-        "be loaded; see GET /model). Run the trainer (make train, or docker compose run "
-        "trainer); the API picks the new version up by itself.",
+        "no model is loaded: none is published yet (or none could be loaded; see GET /model). "
+        "Run the trainer (make train, or docker compose run trainer); the API picks the new "
+        "version up by itself.",
         headers={"Retry-After": "10"},
     )
 
@@ -173,7 +174,7 @@ async def _predict(
     if top_k > settings.max_top_k:
         raise ApiError(422, "invalid_top_k", f"top_k is {top_k}; at most {settings.max_top_k}")
     if manager.current is None:
-        raise not_ready(manager)
+        raise not_ready()
     charge_texts(request, len(texts))
     request_id = context.request_id if context is not None else None
     route = route_for(manager, pin, key or request_id)
@@ -182,7 +183,7 @@ async def _predict(
         work = inference.submit(texts, top_k, route.target, route.pinned, caller)
         answer = await unless_disconnected(request, work)
     except ModelNotReady:
-        raise not_ready(manager) from None
+        raise not_ready() from None
     except VersionNotLoaded as exc:
         raise not_loaded(manager, exc.version) from None
     except QueueFull:
@@ -282,7 +283,7 @@ async def health() -> HealthResponse:
 async def ready(manager: Annotated[ModelManager, Depends(get_manager)]) -> ReadyResponse:
     """A model is loaded and requests can be served (readiness)."""
     if manager.current is None:
-        raise not_ready(manager)
+        raise not_ready()
     return ReadyResponse(status="ready", model_version=manager.current.version)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.predictor import Backend, Precision
@@ -173,3 +173,12 @@ class ApiSettings(ServiceSettings):
         description="a key's quota bucket holds this many seconds of its rate (at least one "
         "request, or the request's texts)",
     )
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> ApiSettings:
+        if self.internal_port == self.port:
+            raise ValueError(
+                f"API_INTERNAL_PORT and API_PORT are both {self.port}: give the internal routes "
+                "another port, or unset API_INTERNAL_PORT to serve every route on API_PORT"
+            )
+        return self

@@ -7,7 +7,9 @@ On disk it is a Hugging Face model folder. ``config.json`` is the encoder's own 
 tags in ``id2label``; ``model.safetensors`` holds the encoder's weights under their usual names
 (so ``AutoModel.from_pretrained(folder)`` loads the encoder as it is) plus the head under
 ``tagger_head.*``; ``tagger.json`` says how scores are made (pooling, score function, decision
-threshold, maximum length). Only safetensors is ever read or written: nothing is unpickled.
+threshold, maximum length). Only safetensors is ever read or written: nothing is unpickled
+(transformers is told ``use_safetensors=True``, so a folder with only a pickled
+``pytorch_model.bin`` is refused rather than loaded).
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class TaggerModel(nn.Module):
     @classmethod
     def from_base(cls, base: str | Path, labels: list[str], dropout: float = 0.1) -> TaggerModel:
         """Start from a pretrained encoder folder with a freshly initialised head."""
-        encoder = AutoModel.from_pretrained(str(base), add_pooling_layer=False)
+        encoder = AutoModel.from_pretrained(
+            str(base), add_pooling_layer=False, use_safetensors=True
+        )
         encoder.config.id2label = dict(enumerate(labels))
         encoder.config.label2id = {label: i for i, label in enumerate(labels)}
         return cls(encoder, num_labels=len(labels), dropout=dropout)
@@ -83,7 +87,7 @@ class TaggerModel(nn.Module):
         match the labels in ``config.json``.
         """
         encoder, info = AutoModel.from_pretrained(
-            str(folder), add_pooling_layer=False, output_loading_info=True
+            str(folder), add_pooling_layer=False, output_loading_info=True, use_safetensors=True
         )
         problems = list(info["missing_keys"]) + [
             k for k in info["unexpected_keys"] if not k.startswith(HEAD_PREFIX)

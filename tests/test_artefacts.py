@@ -23,6 +23,7 @@ from shared.store import (
     read_manifest,
     verify,
 )
+from shared.store.manifest import _inside
 from tests.conftest import publish as publish_version
 
 
@@ -202,6 +203,12 @@ def test_a_symlink_anywhere_fails_verification(tmp_path: Path, what: str) -> Non
         ("sub/../model.safetensors", r"a path with '\.\.'"),
         ("./model.safetensors", "not a plain file path"),
         (MANIFEST_FILE, "not a plain file path"),
+        ("sub\\x.json", "a path with a backslash"),
+        ("..\\LATEST", "a path with a backslash"),
+        ("sub//x.json", "a path with an empty part"),
+        ("sub/", "a path with an empty part"),
+        ("", "a path with an empty part"),
+        ("model\n.safetensors", "not a plain file path"),
     ],
 )
 def test_a_manifest_listing_a_path_outside_plain_files_fails(
@@ -211,6 +218,17 @@ def test_a_manifest_listing_a_path_outside_plain_files_fails(
     edit_manifest(folder, lambda files: files.update({listed: files["model.safetensors"]}))
     with pytest.raises(ArtefactError, match=message):
         verify(folder)
+
+
+def test_a_listed_path_that_resolves_outside_the_version_is_refused(tmp_path: Path) -> None:
+    """Checked again just before the file is read (a link swapped in after the listing)."""
+    folder = tmp_path / publish(ArtefactStore(tmp_path))
+    (tmp_path / "outside.json").write_text("{}")
+    (folder / "sub" / "x.json").unlink()
+    (folder / "sub" / "x.json").symlink_to(tmp_path / "outside.json")
+    with pytest.raises(ArtefactError, match=r"sub/x\.json resolves outside the version folder"):
+        _inside(folder, "sub/x.json")
+    assert _inside(folder, "model.safetensors") == folder / "model.safetensors"
 
 
 def test_a_symlink_in_staging_publishes_nothing(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ FAMILIES = {
     "tagger_rollout_top1_agreement": ("counter", {"result"}),
     "tagger_rollout_jaccard": ("histogram", set()),
     "tagger_rollout_score_delta": ("histogram", set()),
+    "tagger_requests_by_key": ("counter", {"key", "status"}),
+    "tagger_quota_rejections": ("counter", {"key"}),
 }
 LOADED_AT = "2026-01-02T03:04:05+00:00"
 
@@ -160,6 +162,8 @@ def test_every_family_keeps_its_name_type_and_labels() -> None:
     metrics.observe_request("/predict", "POST", 200, 0.01, 1)
     metrics.observe_load(["python"], 0.5)
     metrics.observe_batch([0.001], 0.01, [Prediction([TagScore("python", 0.9)], ["python"], 5)])
+    metrics.keys.observe("alice", 429)
+    metrics.keys.rejected("alice")
     families = scrape(metrics)
     assert set(families) == set(FAMILIES)
     for name, (kind, labels) in FAMILIES.items():

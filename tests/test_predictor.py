@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from shared.model import TaggerModel
 from shared.predictor import TagScore
 from shared.predictor.torch_runner import load_torch_predictor, torch_predictor
-from shared.store import ArtefactError, ArtefactStore
+from shared.store import MANIFEST_FILE, ArtefactError, ArtefactStore, write_manifest
 from tests.conftest import folder_of, run_cli
 
 
@@ -255,3 +257,33 @@ def test_evaluate_cli_int8(published: ArtefactStore, fixture_data: dict[str, Pat
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["n"] == 60
+
+
+def pickled_only(source: Path, folder: Path) -> Path:
+    """A copy of the model folder ``source`` whose weights are a pickled ``pytorch_model.bin``
+    (the same tensors) instead of ``model.safetensors``."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(source, folder)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)
+    return folder
+
+
+def test_pickled_weights_are_never_loaded(
+    published: ArtefactStore, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModel
+
+    version = pickled_only(folder_of(published), tmp_path / "version")
+    write_manifest(version, "pickled")  # checksums right: only the format is wrong
+    base = pickled_only(tiny_model_dir, tmp_path / "base")
+    # Plain transformers would unpickle either folder; the tagger refuses both.
+    assert AutoModel.from_pretrained(str(base)) is not None
+    with pytest.raises(OSError, match="safetensors"):
+        load_torch_predictor(version)
+    with pytest.raises(OSError, match="safetensors"):
+        TaggerModel.from_base(base, ["python", "java"])

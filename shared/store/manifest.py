@@ -3,7 +3,8 @@ publisher's own fields; and verification, which is strict.
 
 A version verifies only when its folder holds regular files and folders, nothing else (no
 symlink anywhere), and its manifest lists exactly those files, each by a plain relative path
-(no absolute path, no ``..``) with the right size and sha256.
+(not absolute, no ``..``, no backslash, no empty part, nothing that resolves outside the
+folder) with the right size and sha256.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def verify(folder: Path) -> dict[str, Any]:
         what = "is not a regular file" if os.path.lexists(folder / absent[0]) else "is missing"
         raise ArtefactError(f"{folder.name}: {absent[0]} {what}")
     for rel, expected in listed.items():
-        path = folder / rel
+        path = _inside(folder, rel)
         if not isinstance(expected, dict):
             raise ArtefactError(f"{folder.name}: {rel} has no size and sha256 in its manifest")
         if path.stat().st_size != expected.get("size"):
@@ -89,8 +90,21 @@ def _check_listed_path(folder: Path, rel: str) -> None:
         raise ArtefactError(f"{folder.name}: its manifest lists an absolute path, {rel!r}")
     if ".." in path.parts:
         raise ArtefactError(f"{folder.name}: its manifest lists {rel!r}, a path with '..'")
-    if not rel or str(path) != rel or rel == MANIFEST_FILE:
+    if "\\" in rel:
+        raise ArtefactError(f"{folder.name}: its manifest lists {rel!r}, a path with a backslash")
+    if "" in rel.split("/"):
+        raise ArtefactError(f"{folder.name}: its manifest lists {rel!r}, a path with an empty part")
+    if str(path) != rel or rel == MANIFEST_FILE or not rel.isprintable():
         raise ArtefactError(f"{folder.name}: its manifest lists {rel!r}, not a plain file path")
+
+
+def _inside(folder: Path, rel: str) -> Path:
+    """``folder / rel``, checked again just before it is read: it must resolve (links
+    followed) inside the folder."""
+    path = folder / rel
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ArtefactError(f"{folder.name}: {rel} resolves outside the version folder")
+    return path
 
 
 def _files_in(folder: Path) -> set[str]:
