@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import resource
 import socket
@@ -33,6 +34,16 @@ def _bind_internal(host: str, port: int) -> socket.socket:
         raise SystemExit(f"error: API_INTERNAL_PORT {port} on {host}: {exc.strerror}") from None
     logging.getLogger("api").info("internal routes on http://%s:%d", host, port)
     return sock
+
+
+def _http_protocol(timeout_s: float) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol with a deadline for the request head; without httptools
+    (not the API image), uvicorn's choice, with none."""
+    try:
+        from api.head_deadline import head_deadline_protocol
+    except ImportError:
+        return "auto"
+    return head_deadline_protocol(timeout_s)
 
 
 def _raise_open_files_limit(connections: int) -> None:
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=settings.graceful_timeout_s,
+        http=_http_protocol(settings.request_timeout_s),
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works (call_later)
         # A backstop above the app's own JSON 503 (API_MAX_CONCURRENCY): uvicorn counts
         # connections, idle keep-alive ones included, and answers a plain-text 503 beyond it.

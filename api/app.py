@@ -65,6 +65,10 @@ the top predicted tag per tag, input lengths in tokens, the inference log's writ
 dropped rows, each recent version's live quality and drift, and process metrics. It is for a
 Prometheus server, not for clients, so it is not listed among the routes below
 (`API_METRICS=false` turns it off).
+
+**Internal routes.** With `API_INTERNAL_PORT` set, `/metrics`, `/model`, `/docs` and
+`/openapi.json` answer only on that port; on the public port they are a 404 like any unknown
+path.
 """
 
 

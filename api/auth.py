@@ -69,6 +69,7 @@ class KeyGuard:
         self.path, self.quotas, self.metrics = path, quotas, metrics
         self._stamp = _stamp(path)
         self.ring: KeyRing = load_keys(path)  # KeysFileError stops start-up
+        self._count_from_zero()
 
     @classmethod
     def from_settings(cls, settings: ApiSettings, metrics: KeyMetrics | None) -> KeyGuard | None:
@@ -90,8 +91,15 @@ class KeyGuard:
             log.error("API_KEYS_FILE changed but cannot be used (the old keys stay): %s", exc)
             return False
         self.ring = ring
+        self._count_from_zero()
         log.info("API keys re-read: %d keys", len(ring.entries))
         return True
+
+    def _count_from_zero(self) -> None:
+        """Each key's refusals start at 0, so their rate is defined before the first."""
+        if self.metrics is not None:
+            for name in self.ring.names:
+                self.metrics.rejections.labels(name)
 
     async def watch(self, interval_s: float) -> None:
         """Check the file every ``interval_s`` on a thread, never on a request's path."""

@@ -83,7 +83,10 @@ class ApiSettings(ServiceSettings):
     metrics: bool = Field(True, description="GET /metrics (Prometheus) and its instrumentation")
     graceful_timeout_s: int = Field(20, ge=1, description="time in-flight requests get on stop")
     request_timeout_s: float = Field(
-        10.0, gt=0, description="a request's whole body must arrive within this, else 408"
+        10.0,
+        gt=0,
+        description="a request's headers, then its whole body, must each arrive within this, "
+        "else 408",
     )
     body_buffer_bytes: int = Field(
         64 * 1024 * 1024,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -155,6 +156,30 @@ def test_a_body_late_past_the_deadline_is_a_408_and_the_connection_closes(
 
 
 @pytest.mark.integration
+def test_a_head_late_past_the_deadline_is_a_408_and_a_silent_connection_is_closed(
+    two_ports: tuple[ApiProcess, str],
+) -> None:
+    api, _ = two_ports
+    trickle = socket.create_connection(("127.0.0.1", api.port), timeout=TIMEOUT_S + 10)
+    silent = socket.create_connection(("127.0.0.1", api.port), timeout=TIMEOUT_S + 10)
+    started = time.monotonic()
+    trickle.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\n")
+    # A header a byte at a time, never ended; nothing sent once the server may have closed
+    # (bytes after its close would be answered with a reset, losing the 408).
+    for byte in b"X-Slow: 123456789":
+        if time.monotonic() - started > TIMEOUT_S - 0.5:
+            break
+        trickle.sendall(bytes([byte]))
+        time.sleep(0.25)
+    status, headers, body = read_until_closed(trickle)
+    assert status == 408 and body["error"] == "request_timeout"
+    assert headers["connection"] == "close"
+    assert silent.recv(1) == b""  # closed with no answer: nothing was asked
+    silent.close()
+    assert time.monotonic() - started < TIMEOUT_S + 5
+
+
+@pytest.mark.integration
 def test_the_body_budget_refuses_large_bodies_but_not_small_ones(
     two_ports: tuple[ApiProcess, str],
 ) -> None:
@@ -248,3 +273,9 @@ def test_requests_beyond_the_cap_get_a_json_503_but_probes_do_not(
             lambda: httpx.post(f"{api.url}/predict", json={"text": "x"}).status_code == 200,
             what="the in-flight count did not go down",
         )
+        # One server on two sockets stops as one: SIGTERM, a clean shutdown, both ports shut.
+        assert api.stop() in (0, -signal.SIGTERM)
+        assert "Traceback" not in api.log()
+        for port in (api.port, internal):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()

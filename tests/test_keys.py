@@ -178,6 +178,7 @@ def test_requests_without_a_valid_key_are_refused(
     assert 'tagger_requests_by_key_total{key="alice",status="200"} 1.0' in metrics
     assert 'tagger_requests_by_key_total{key="bob",status="200"} 2.0' in metrics
     assert 'tagger_requests_by_key_total{key="anonymous",status="200"} 2.0' in metrics
+    assert 'tagger_quota_rejections_total{key="alice"} 0.0' in metrics
     lines = [r for r in caplog.records if r.name == "api.access"]
     assert [getattr(r, "key", None) for r in lines if r.getMessage().startswith("POST")] == [
         "unknown",
