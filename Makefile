@@ -162,8 +162,9 @@ bench-body: setup ## the API's peak memory under a stream of 300 MB request bodi
 fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a real API (then 300 with a key)
 	$(PY) -m tests.fuzz.run --max-examples 1000
 
-secrets: ## secrets/postgres-password for Compose and Swarm (random; kept when it is there)
+secrets: ## secrets/: the db password, the edge's TLS certificate, the default API key, the stats password (each kept when there)
 	@sh database/make-secret.sh
+	@sh deploy/make-secrets.sh
 
 e2e: secrets ## the Docker Compose flow end to end against a real Docker Engine (builds, trains, serves)
 	bash tests/e2e/run.sh

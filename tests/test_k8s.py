@@ -131,19 +131,20 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def test_every_kustomization_renders_what_it_should(rendered: dict[str, list[Obj]]) -> None:
-    service = {
+    service = [
         "PersistentVolumeClaim",
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "CronJob",
-    }
+        *("NetworkPolicy", "NetworkPolicy"),  # the api's and the trainer's
+    ]
     kinds = {name: sorted(o["kind"] for o in objects) for name, objects in rendered.items()}
     assert kinds == {
         "base": sorted(service),
         "train": ["Job"],
-        "production": sorted(service | {"Namespace"}),
+        "production": sorted([*service, "Namespace"]),
         "production-train": ["Job"],
     }
 
@@ -195,9 +196,11 @@ def test_probes_ports_and_scraping_agree_with_the_api_port(
 ) -> None:
     deployment = one(rendered[name], "Deployment")
     api = container(deployment)
-    (port,) = api["ports"]
+    port, internal = api["ports"]
     assert port == {"name": "http", "containerPort": 8000}
+    assert internal == {"name": "internal", "containerPort": 9000}
     assert env(deployment)["API_PORT"]["value"] == str(port["containerPort"])
+    assert env(deployment)["API_INTERNAL_PORT"]["value"] == str(internal["containerPort"])
     assert env(deployment)["API_HOST"]["value"] == "0.0.0.0"
     probes = {kind: api[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe")}
     probes["readinessProbe"] = api["readinessProbe"]["httpGet"]
@@ -206,13 +209,15 @@ def test_probes_ports_and_scraping_agree_with_the_api_port(
         "livenessProbe": {"path": "/health", "port": "http"},
         "readinessProbe": {"path": "/ready", "port": "http"},
     }
+    # The Service (the ingress's way in) has the public port only; Prometheus scrapes the
+    # pods' internal port, where /metrics is.
     (service_port,) = one(rendered[name], "Service")["spec"]["ports"]
     assert service_port["port"] == 8000
     assert service_port["targetPort"] in (port["name"], port["containerPort"])
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(port["containerPort"]),
+        "prometheus.io/port": str(internal["containerPort"]),
         "prometheus.io/path": "/metrics",
     }
     assert env(deployment)["API_METRICS"]["value"] == "true"
@@ -255,7 +260,14 @@ def test_api_env_is_compose_s_and_valid_settings(rendered: dict[str, list[Obj]],
     # Except the database: compose's is its db service, and deploy/k8s has none (yet).
     # The pods have no database: the inference log and live figures are off there instead.
     compose_only = {"API_TORCH_THREADS", "API_DATABASE_URL", "API_DATABASE_PASSWORD_FILE"}
-    k8s_only = {"API_PREDICTION_LOG_SAMPLE": "0", "API_LIVE_REFRESH_S": "0"}
+    # Keys on and the internal port, as the Swarm stack has them; compose.yaml (the laptop) has
+    # neither.
+    k8s_only = {
+        "API_PREDICTION_LOG_SAMPLE": "0",
+        "API_LIVE_REFRESH_S": "0",
+        "API_INTERNAL_PORT": "9000",
+        "API_KEYS_FILE": "/run/secrets/tagger/api-keys",
+    }
     compose_values = {k: compose_value(v) for k, v in compose.items() if k not in compose_only}
     assert {k: v for k, v in compose_values.items() if v} | k8s_only == {
         k: e["value"] for k, e in variables.items()
@@ -490,3 +502,69 @@ def test_every_production_patch_changes_what_it_says(rendered: dict[str, list[Ob
         for path, value in leaves:
             assert lookup(prod, path) == value, (entry["path"], path)
             assert lookup(base, path) != value, f"{entry['path']} restates the base at {path}"
+
+
+# ---- keys and network policy ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SERVICE_SETS)
+def test_api_keys_come_from_the_user_s_secret(rendered: dict[str, list[Obj]], name: str) -> None:
+    deployment = one(rendered[name], "Deployment")
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if "secret" in v]
+    secret = volume["secret"]
+    assert secret["secretName"] == "tagger-api-keys"
+    assert secret["defaultMode"] == 0o444  # the pod's uid 10001 reads it; it holds hashes only
+    (item,) = secret["items"]
+    mount = mount_of(deployment, volume["name"])
+    assert mount["readOnly"] is True
+    assert env(deployment)["API_KEYS_FILE"]["value"] == f"{mount['mountPath']}/{item['path']}"
+    # Created by the user (deploy/k8s/README.md), never part of the manifests.
+    assert not [o for o in rendered[name] if o["kind"] == "Secret"]
+    readme = (K8S / "README.md").read_text()
+    assert (
+        f"kubectl -n tagger create secret generic tagger-api-keys --from-file={item['key']}="
+        in readme
+    )
+
+
+def policy(objects: list[Obj], component: str) -> Obj:
+    (found,) = [
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and o["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == component
+    ]
+    return found
+
+
+@pytest.mark.parametrize("name", SERVICE_SETS)
+def test_only_the_ingress_and_prometheus_reach_the_api_pods(
+    rendered: dict[str, list[Obj]], name: str
+) -> None:
+    deployment = one(rendered[name], "Deployment")
+    spec = policy(rendered[name], "api")["spec"]
+    assert spec["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress"]
+    ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+    allowed = {}
+    for rule in spec["ingress"]:
+        (source,) = rule["from"]
+        assert set(source) == {"namespaceSelector"}  # whole namespaces, no pod of this one
+        (namespace,) = source["namespaceSelector"]["matchLabels"].items()
+        (port,) = rule["ports"]
+        assert port["protocol"] == "TCP" and port["port"] in ports
+        allowed[ports[port["port"]]] = namespace
+    assert allowed == {
+        8000: ("kubernetes.io/metadata.name", "ingress-nginx"),
+        9000: ("kubernetes.io/metadata.name", "monitoring"),
+    }
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == 9000  # the port monitoring may reach
+
+
+@pytest.mark.parametrize("name", SERVICE_SETS)
+def test_nothing_reaches_the_trainer_pods(rendered: dict[str, list[Obj]], name: str) -> None:
+    spec = policy(rendered[name], "trainer")["spec"]
+    trainer = job_spec(one(rendered[name], "CronJob"))["template"]
+    assert matches(spec["podSelector"]["matchLabels"], trainer["metadata"]["labels"])
+    assert spec["policyTypes"] == ["Ingress"] and "ingress" not in spec

@@ -10,9 +10,11 @@ answered last and when; the current streak of answers naming one version; totals
 it prints the final snapshot as one JSON line.
 
     python3 tests/swarm/load.py URL WORKDIR [--clients 16] [--max-seconds 1800] [--ids PREFIX]
+        [--cacert FILE] [--key-file FILE]
 WORKDIR holds ``phase`` (read), ``stop`` (read) and ``snapshot.json`` (written). With
 ``--ids``, every request carries the X-Request-ID PREFIX-PHASE-CLIENT-N, so the rows the
-inference log holds can be counted per phase.
+inference log holds can be counted per phase. An https URL is checked against ``--cacert``
+(the edge's test certificate); ``--key-file`` holds the API key sent as ``Authorization: Bearer``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import argparse
 import http.client
 import json
 import os
+import ssl
 import statistics
 import threading
 import time
 import urllib.parse
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +99,24 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49], 1), "p99_ms": round(cuts[98], 1)}
 
 
+@dataclass(frozen=True)
+class Target:
+    url: str
+    context: ssl.SSLContext | None  # https: the CA to trust
+    auth: dict[str, str]  # the Authorization header, or none
+
+    def connect(self) -> http.client.HTTPConnection:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=15, context=self.context
+            )
+        return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=15)
+
+
 def client(
-    url: str, work: Path, tally: Tally, stop: threading.Event, n: int, ids: str | None
+    target: Target, work: Path, tally: Tally, stop: threading.Event, n: int, ids: str | None
 ) -> None:
-    parts = urllib.parse.urlsplit(url)
     connection: http.client.HTTPConnection | None = None
     i = n
     while not stop.is_set():
@@ -110,14 +128,14 @@ def client(
             time.sleep(0.05)
             continue
         body = json.dumps({"text": TITLES[i % len(TITLES)]})
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **target.auth}
         if ids is not None:
             headers["X-Request-ID"] = f"{ids}-{phase}-{n}-{i}"
         i += 1
         started = time.monotonic()
         try:
             if connection is None:
-                connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+                connection = target.connect()
             connection.request("POST", "/predict", body, headers)
             response = connection.getresponse()
             payload = response.read()
@@ -141,11 +159,18 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-seconds", type=float, default=1800)
     parser.add_argument("--ids", default=None, help="request id prefix (default: none sent)")
+    parser.add_argument("--cacert", type=Path, help="CA file for an https URL")
+    parser.add_argument("--key-file", type=Path, help="file holding the API key")
     args = parser.parse_args()
+    context = ssl.create_default_context(cafile=args.cacert) if args.cacert else None
+    auth = {}
+    if args.key_file is not None:
+        auth = {"Authorization": f"Bearer {args.key_file.read_text().strip()}"}
+    target = Target(args.url, context, auth)
     tally, stop = Tally(), threading.Event()
     threads = [
         threading.Thread(
-            target=client, args=(args.url, args.work, tally, stop, n, args.ids), daemon=True
+            target=client, args=(target, args.work, tally, stop, n, args.ids), daemon=True
         )
         for n in range(args.clients)
     ]

@@ -1,29 +1,40 @@
 #!/usr/bin/env bash
 # make e2e-swarm: deploy/swarm/stack.yaml on a real single-node Docker Swarm; any deviation fails.
-#   swarm init (unless this engine is already in a swarm) -> build the images -> docker stack
-#   deploy: 3 api replicas, the HAProxy edge (host-mode port), PostgreSQL (db, on this node,
-#   labelled tagger.db=true; password from secrets/postgres-password), the trainer job trains
-#   a quick model -> db healthy -> 50 answers in a row through the edge name it, from every
-#   replica -> 16 clients poll through the edge from here on -> the trainer job again (forced
-#   promotion): every replica serves the new version within 15 s, no failed request -> docker
-#   service update --image to a rebuilt api image (start-first, one at a time): no failed request,
-#   every new replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
+#   swarm init (unless this engine is already in a swarm) -> make secrets -> build the images ->
+#   docker stack deploy: 3 api replicas (keys on, internal routes on 9000), the HAProxy edge
+#   (https on a host-mode port, http redirecting), PostgreSQL (db, on this node, labelled
+#   tagger.db=true; password from secrets/postgres-password), the trainer job trains a quick
+#   model -> db healthy -> the edge from outside (tests/swarm/edge_checks.py: TLS with the test
+#   certificate, http redirected, /metrics /model /docs /openapi.json 404, /predict 401 without
+#   a key or with a wrong one, 200 with it) and /metrics on 9000 inside an api task (404 on
+#   8000) -> 50 answers in a row through the edge name it, from every replica -> 16 clients
+#   poll through the edge from here on -> the trainer job again (forced promotion): every
+#   replica serves the new version within 15 s, no failed request -> docker service update
+#   --image to a rebuilt api image (start-first, one at a time): no failed request, every new
+#   replica serves -> scale to 1 and back to 3 -> the figures; every prediction of
 #   the last phase is a row in the stack's PostgreSQL (counted by request id) -> rollout under
 #   16 clients through the edge, the store's CLI in one-off containers of the trainer image on
 #   the stack's artefacts volume: a copy of the served version as the shadow candidate (every
 #   replica reports it in /model, shadow rows in PostgreSQL, pinning 200/409) -> canary 10% ->
 #   promote -> shadow the old version -> abort; no failed request, every answer from one of the
-#   two, p99 during the moves within 2x of steady (tests/e2e/rollout.py) -> docker stack rm,
+#   two, p99 during the moves within 2x of steady (tests/e2e/rollout.py) -> the key is in no
+#   line the api replicas or the edge logged -> docker stack rm,
 #   its volumes and the rebuilt image removed, the node label removed if this script added it,
 #   swarm left if this script made it (also on failure). E2E_SWARM_ONLY=rollout: the first
 #   model, then the rollout stages only (for working on them).
-# Talks to the API only through the edge's port on 127.0.0.1, and to each replica through the
-# edge container (Docker's DNS, tasks.api) to read what every replica serves.
+# Talks to the API only through the edge's https port on 127.0.0.1 (secrets/edge.crt as the CA,
+# the key secrets/api-key), and to each replica's internal port (9000) through the edge
+# container (Docker's DNS, tasks.api) to read what every replica serves.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 STACK=${SWARM_STACK:-tagger-swarm-e2e}
 export EDGE_PORT=${E2E_SWARM_PORT:-18100}
+export EDGE_TLS_PORT=${E2E_SWARM_TLS_PORT:-18143}
+# Every client here is one source address (127.0.0.1, through the host-mode port): the edge's
+# per-source rate limit (500 requests in 10 s by default) would answer most of the load 429.
+# tests/test_edge.py checks the limits on the same haproxy.cfg.
+export EDGE_SOURCE_MAX_REQUESTS_10S=1000000
 export TRAIN_CONFIG=train-quick.yaml
 export API_POLL_INTERVAL_S=1
 export API_REPLICAS=3
@@ -33,7 +44,12 @@ export API_REPLICAS=3
 export TRAINER_THREADS=1
 export API_CPUS=0.5 API_TORCH_THREADS=1
 export TAG=${TAG:-latest}
-URL="http://127.0.0.1:${EDGE_PORT}"
+URL="https://127.0.0.1:${EDGE_TLS_PORT}"
+HTTP_URL="http://127.0.0.1:${EDGE_PORT}"
+CA=secrets/edge.crt
+KEY_FILE=secrets/api-key
+# For tests/e2e/rollout.py's requests through the edge.
+export E2E_CA_FILE=$PWD/$CA
 REBUILT="tagger-api:swarm-e2e-rebuilt"
 CLIENTS=16
 
@@ -109,11 +125,11 @@ replica_versions() {  # what every api task serves, asked through the edge conta
   edge=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_edge" | head -1)
   docker exec "$edge" python3 -c '
 import json, socket, urllib.request as u
-addresses = sorted({a[4][0] for a in socket.getaddrinfo("tasks.api", 8000, proto=socket.IPPROTO_TCP)})
+addresses = sorted({a[4][0] for a in socket.getaddrinfo("tasks.api", 9000, proto=socket.IPPROTO_TCP)})
 out = {}
 for a in addresses:
     try:
-        out[a] = json.load(u.urlopen(f"http://{a}:8000/model", timeout=3))["version"]
+        out[a] = json.load(u.urlopen(f"http://{a}:9000/model", timeout=3))["version"]
     except Exception as exc:
         out[a] = f"error {exc!r}"[:80]
 print(json.dumps(out))'
@@ -155,7 +171,7 @@ on_every_replica() {  # rollout.py ARGS... run in the edge container against eve
   local edge urls
   edge=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_edge" | head -1)
   urls=$(docker exec "$edge" python3 -c 'import socket
-print(" ".join(sorted({f"http://{a[4][0]}:8000" for a in socket.getaddrinfo("tasks.api", 8000, proto=socket.IPPROTO_TCP)})))')
+print(" ".join(sorted({f"http://{a[4][0]}:9000" for a in socket.getaddrinfo("tasks.api", 9000, proto=socket.IPPROTO_TCP)})))')
   # shellcheck disable=SC2086
   docker exec -i "$edge" python3 - "$@" $urls < tests/e2e/rollout.py
 }
@@ -165,7 +181,8 @@ rollout() {  # the rollout stages through the edge, 16 clients
   unloaded=$([ "$v1" != "$stable" ] && echo "$v1" || echo 20000101T000000000Z-000000)
   mkdir -p "$loads"; phase steady "$loads"
   step "rollout: $CLIENTS clients on $stable (steady); a copy of it published beside it"
-  python3 tests/swarm/load.py "$URL" "$loads" --clients "$CLIENTS" --ids swarm-r > "$WORK/rollout.json" &
+  python3 tests/swarm/load.py "$URL" "$loads" --clients "$CLIENTS" --ids swarm-r \
+    --cacert "$CA" --key-file "$KEY_FILE" > "$WORK/rollout.json" &
   loader=$!
   v3=$(store_cli -c 'import shutil
 from shared.store import MANIFEST_FILE, ArtefactStore
@@ -220,6 +237,36 @@ print(version)' 2>/dev/null | tail -1)
   python3 tests/e2e/rollout.py summary "$WORK/rollout.json" "$stable" "$v3" 0.1 \
     || fail "requests failed, answers from another version, or p99 during the moves too high"
 }
+internal_metrics() {  # /metrics answers on an api task's internal port, 404 on its public one
+  local api
+  api=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_api" | head -1)
+  docker exec "$api" python -c '
+import urllib.error, urllib.request as u
+metrics = u.urlopen("http://127.0.0.1:9000/metrics", timeout=5).read().decode()
+assert "tagger_http_requests_total" in metrics, metrics[:300]
+try:
+    u.urlopen("http://127.0.0.1:8000/metrics", timeout=5)
+    raise SystemExit("/metrics answered on the public port 8000")
+except urllib.error.HTTPError as exc:
+    assert exc.code == 404, exc.code
+print(f"ok   /metrics in an api task: 9000 200 ({len(metrics.splitlines())} lines), 8000 404")' \
+    || fail "/metrics on the internal port"
+}
+no_key_logged() {  # the key is in no log line of any api or edge container, old ones included
+  # (docker logs of each: `docker service logs` can hang once tasks have been replaced)
+  local service container lines found total
+  for service in api edge; do
+    lines=0; found=0
+    for container in $(docker ps -aq --filter "label=com.docker.swarm.service.name=${STACK}_$service"); do
+      total=$(timeout 120 docker logs "$container" 2>&1 | wc -l)
+      lines=$((lines + total))
+      found=$((found + $(timeout 120 docker logs "$container" 2>&1 | grep -cF "$E2E_API_KEY" || true)))
+    done
+    [ "$lines" -gt 0 ] || fail "no log line of ${STACK}_$service to look in"
+    [ "$found" = 0 ] || fail "the API key is in $found log lines of ${STACK}_$service"
+    echo "ok   the key is in none of the $lines lines that ${STACK}_$service's containers logged"
+  done
+}
 latest_version() {  # what LATEST names, read from the stack's volume
   store_cli -c 'from shared.store import ArtefactStore; print(ArtefactStore("/artefacts").latest())' 2>/dev/null | tail -1
 }
@@ -239,6 +286,9 @@ if [ -z "$(docker node inspect -f '{{index .Spec.Labels "tagger.db"}}' "$node")"
   docker node update --label-add tagger.db=true "$node" >/dev/null; labelled=true
 fi
 sh database/make-secret.sh
+sh deploy/make-secrets.sh  # the edge's certificate, the default API key, the stats password
+[ -s "$KEY_FILE" ] || fail "no $KEY_FILE (the plain key of secrets/api-keys): delete secrets/api-keys and run make secrets"
+E2E_API_KEY=$(cat "$KEY_FILE"); export E2E_API_KEY
 
 step "build the images (api, edge, trainer, db)"
 docker compose -f deploy/swarm/stack.yaml build --quiet
@@ -250,10 +300,17 @@ echo "v1 = $v1 (trained ${SECONDS} s after the start)"
 db_healthy || fail "db not healthy: $(docker service ps --no-trunc "${STACK}_db" | tail -n +2 | head -3)"
 echo "db: $(docker service ls --filter "name=${STACK}_db" --format '{{.Replicas}}') healthy"
 
-step "every replica serves $v1; 50 answers in a row through the edge name it"
+step "every replica serves $v1 (their internal port, through the edge container)"
 for i in $(seq 1 60); do all_serve "$v1" 3 && break; [ "$i" -lt 60 ] || fail "replicas: $(replica_versions)"; sleep 1; done
 echo "replicas: $(replica_versions)"
-python3 tests/swarm/load.py "$URL" "$WORK" --clients "$CLIENTS" --ids swarm > "$WORK/load.json" &
+
+step "the edge from outside: TLS, the redirect, internal routes, keys; /metrics on 9000 inside"
+python3 tests/swarm/edge_checks.py "$URL" "$HTTP_URL" "$CA" "$KEY_FILE" || fail "the edge's checks"
+internal_metrics
+
+step "50 answers in a row through the edge (https, the key) name $v1, from every replica"
+python3 tests/swarm/load.py "$URL" "$WORK" --clients "$CLIENTS" --ids swarm \
+  --cacert "$CA" --key-file "$KEY_FILE" > "$WORK/load.json" &
 loader=$!
 for i in $(seq 1 120); do
   [ "$(snap 's["streak"]["version"] == "'"$v1"'" and s["streak"]["count"] >= 50')" = True ] && break
@@ -264,7 +321,7 @@ done
 echo "50 in a row: $(snap 's["streak"]'); answered by $(snap 'sorted(s["replicas"])')"
 if [ "${E2E_SWARM_ONLY:-}" = rollout ]; then
   touch "$WORK/stop"; wait "$loader"; loader=
-  rollout; step "passed in ${SECONDS} s"; exit 0
+  rollout; no_key_logged; step "passed in ${SECONDS} s"; exit 0
 fi
 
 step "retrain (the trainer job again, forced promotion) while $CLIENTS clients poll"
@@ -357,6 +414,7 @@ echo "rows of the whole load: $(docker exec "$db" psql -d tagger -tAc "SELECT co
 [ "$logged" = "$answered" ] || fail "$logged rows logged of $answered predictions answered"
 
 rollout
+no_key_logged
 
 step "passed in ${SECONDS} s"
 echo "e2e-swarm: 1 passed, 0 failed"
