@@ -19,14 +19,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from shared.store import write_atomic
 
 KEY_PREFIX = "tgr_"
 MAX_KEYS = 1000
@@ -112,19 +112,9 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _write_atomically(path: Path, lines: Sequence[str]) -> None:
-    """Replace ``path`` with ``lines`` (temp file, fsync, rename; mode 0600)."""
+    """Replace ``path`` with ``lines`` atomically, mode 0600 (the store's own atomic write)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write("".join(f"{line}\n" for line in lines))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, "".join(f"{line}\n" for line in lines), mode=0o600)
 
 
 def add_key(path: Path, name: str) -> str:

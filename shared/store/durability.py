@@ -45,15 +45,17 @@ def make_readable(folder: Path) -> None:
     folder.chmod(0o755)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new content only."""
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new content only;
+    the file has ``mode`` from its creation (0o600 for a file only its owner may read)."""
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
-        with tmp.open("w", encoding="utf-8") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.chmod(0o644)
+        tmp.chmod(mode)  # the umask may have narrowed it at creation
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
