@@ -103,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import train  # heavy imports only after the arguments are good
 
     result = train(
-        config, dataset, args.valid, args.artefacts_dir, config_path=args.config, feedback=feedback
+        config,
+        dataset,
+        args.valid,
+        args.artefacts_dir,
+        config_path=args.config,
+        feedback=feedback,
+        progress_every=load_settings().progress_interval_s,
     )
     if result is None:  # a torchrun process other than rank 0: rank 0 published
         return 0

@@ -50,7 +50,13 @@ class TrainConfig(BaseSettings):
     max_length: int = Field(48, ge=8, le=512, description="tokens kept per title")
     batch_size: int = Field(32, ge=1, le=4096, description="training batch size")
     eval_batch_size: int = Field(128, ge=1, le=4096, description="batch size for validation")
-    epochs: int = Field(2, ge=1, le=100, description="maximum number of epochs")
+    epochs: float = Field(
+        2,
+        gt=0,
+        le=100,
+        description="the epoch budget, at most (1.5: a last half epoch); the learning rate "
+        "decays to 0 at its end",
+    )
     lr_encoder: float = Field(1e-4, gt=0, lt=1, description="learning rate of the encoder")
     lr_head: float = Field(1e-2, gt=0, lt=1, description="learning rate of the tag head")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
@@ -62,6 +68,13 @@ class TrainConfig(BaseSettings):
     )
     freeze_embeddings: bool = Field(
         True, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
+    )
+    freeze_layers: int = Field(
+        0,
+        ge=0,
+        le=48,
+        description="keep the lowest N transformer layers fixed too: no backward pass through "
+        "them (faster steps)",
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the tag head")
     head_init: Literal["tag_names", "random"] = Field(
@@ -229,6 +242,11 @@ class TrainerSettings(ServiceSettings):
     log_level: str = Field("INFO", description="log level of python -m trainer (--log-level)")
     log_format: Literal["text", "json"] = Field(
         "text", description="text (human-readable lines) or json (one object per line)"
+    )
+    progress_interval_s: float | None = Field(
+        None,
+        gt=0,
+        description="seconds between an epoch's progress lines (none: 1 on a terminal, else 30)",
     )
     database_url: str = database_url_field()
     database_password_file: Path | None = database_password_file_field()

@@ -1,6 +1,10 @@
 """Fitting the network: the training loop, which applies the tricks of :mod:`trainer.recipe`.
 
 * batches of titles of similar length (padding only to the longest in a batch);
+* the weights it does not train are fixed first (:func:`trainer.step.freeze`), and each batch
+  is one :class:`trainer.step.TrainStep`;
+* an epoch budget that may end part-way through an epoch (``epochs: 1.5``), where the
+  learning rate reaches 0;
 * the loss: binary cross-entropy per tag (``bce``), or cross-entropy against the known tags
   spread evenly (``softmax``);
 * after each epoch the validation rows are scored (with the weight average swapped in, if
@@ -23,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from shared.data import Dataset
@@ -33,13 +36,9 @@ from shared.predictor.torch_runner import pad_batch
 from trainer.compute import Compute
 from trainer.config import TrainConfig
 from trainer.metrics import HEADLINE_METRICS, Truth, tagging_metrics, tune_threshold
-from trainer.recipe import (
-    WeightAverage,
-    init_head_from_tag_names,
-    optimizer_and_schedule,
-    use_bf16,
-)
+from trainer.recipe import init_head_from_tag_names, use_bf16
 from trainer.split import Split
+from trainer.step import TrainStep, freeze
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def validate(
 class FitResult:
     """What the loop did; the model it was given now holds the kept (best epoch's) weights."""
 
-    best_epoch: int
+    best_epoch: float
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
     samples_seen: int = 0
@@ -105,6 +104,7 @@ def fit(
     split: Split,
     config: TrainConfig,
     compute: Compute | None = None,
+    progress_every: float | None = None,
 ) -> FitResult:
     """Train ``model`` (which ``predictor`` wraps) on ``split.train`` on ``compute``'s device
     (default: this process alone, on the CPU); leave in it, back on the CPU, the weights of the
@@ -119,69 +119,67 @@ def fit(
     multi_hot = (targets > 0).float()
     pad_id = predictor.tokenizer.pad_id
     lengths = [len(ids) for ids in train_ids]
-    total_steps = math.ceil(len(train_ids) / config.batch_size) * config.epochs
+    steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
+    # The epoch budget may end part-way through an epoch: its last epoch takes the first
+    # batches of that epoch's shuffled order, and the schedule reaches 0 there.
+    total_steps = math.ceil(steps_per_epoch * config.epochs)
+    epochs = math.ceil(total_steps / steps_per_epoch)
 
     model.to(device)
-    if config.freeze_embeddings:
-        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    freeze(model, config)
     if config.head_init == "tag_names":
         init_head_from_tag_names(
             model, predictor, split.labels, train_ids[:1024], multi_hot, config.loss
         )
     network = compute.wrap(model)  # DDP keeps the processes' weights equal after every step
-    optimizer, schedule = optimizer_and_schedule(model, config, total_steps)
-
     bf16 = use_bf16(config.train_precision, device)
     log.info("training precision: %s", "bf16 autocast" if bf16 else "fp32")
-    # Of the unwrapped model's weights: the same tensors DDP updates in every process.
-    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    # AdamW and the weight average hold the unwrapped model's weights: the same tensors DDP
+    # updates in every process.
+    step = TrainStep(model, network, config, total_steps, bf16, compute.distributed)
+    average = step.average
     result = FitResult(best_epoch=0, bf16=bf16)
     best_score, best_weights, epochs_without_gain = -1.0, None, 0
-    for epoch in range(1, config.epochs + 1):
+    steps_done = 0
+    for epoch_number in range(1, epochs + 1):
         model.train()
+        # Every process draws the same batches from the same seeded generator and trains on
+        # its share of each, so the epochs reshuffle alike everywhere (set_epoch's job).
+        batches = length_grouped_batches(lengths, config.batch_size, rng)
+        batches = batches[: total_steps - steps_done]
+        steps_done += len(batches)
+        epoch: float = epoch_number
+        if steps_done % steps_per_epoch:  # a part epoch: where in the budget it ends
+            epoch = round(steps_done / steps_per_epoch, 2)
+        epoch_rows = sum(len(batch) for batch in batches)
         epoch_start, loss_sum = time.monotonic(), 0.0
         bar = tqdm(
-            total=len(train_ids),
-            desc=f"epoch {epoch}/{config.epochs}",
+            total=epoch_rows,
+            desc=f"epoch {epoch}/{config.epochs:g}",
             unit="ex",
-            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            mininterval=progress_every or (1.0 if sys.stderr.isatty() else 30.0),
             dynamic_ncols=True,
             disable=not compute.is_main,
         )
-        # Every process draws the same batches from the same seeded generator and trains on
-        # its share of each, so the epochs reshuffle alike everywhere (set_epoch's job).
-        for batch in length_grouped_batches(lengths, config.batch_size, rng):
+        for batch in batches:
             rows, weight = compute.share(batch)
             input_ids, mask = (
                 t.to(device) for t in pad_batch([train_ids[i] for i in rows], pad_id)
             )
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = network(input_ids, mask)
-            logits = logits.float()
-            if config.loss == "bce":
-                loss = F.binary_cross_entropy_with_logits(logits, multi_hot[rows])
-            else:
-                loss = -(targets[rows] * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            (loss * weight if compute.distributed else loss).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            if average:
-                average.update()
+            loss = step(input_ids, mask, targets[rows], weight).item()
             if weight:
-                loss_sum += loss.item() * len(rows)
+                loss_sum += loss * len(rows)
             bar.update(len(batch))
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         bar.close()
         elapsed = time.monotonic() - epoch_start
         loss_sum = compute.total(loss_sum)
         result.train_seconds += elapsed
-        result.samples_seen += len(train_ids)
+        result.samples_seen += epoch_rows
 
         if not compute.is_main:  # rank 0 validates; the others learn whether it stops here
             log.info(
-                "epoch %d/%d: trained this process's share in %.1f s; rank 0 validates",
+                "epoch %g/%g: trained this process's share in %.1f s; rank 0 validates",
                 epoch,
                 config.epochs,
                 elapsed,
@@ -195,14 +193,14 @@ def fit(
         check = validate(predictor, split.valid, split.labels)
         record = {
             "epoch": epoch,
-            "train_loss": round(loss_sum / len(train_ids), 4),
-            "samples_per_second": round(len(train_ids) / elapsed, 1),
+            "train_loss": round(loss_sum / epoch_rows, 4),
+            "samples_per_second": round(epoch_rows / elapsed, 1),
             **{f"valid_{k}": check.metrics[k] for k in HEADLINE_METRICS},
             "threshold": check.threshold,
         }
         result.history.append(record)
         log.info(
-            "epoch %d/%d: loss %.4f, %.1f samples/s; valid micro-F1 %.4f macro-F1 %.4f "
+            "epoch %g/%g: loss %.4f, %.1f samples/s; valid micro-F1 %.4f macro-F1 %.4f "
             "P@1 %.4f R@5 %.4f (threshold %.2f)",
             epoch,
             config.epochs,

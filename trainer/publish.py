@@ -70,6 +70,7 @@ def publish(
     # when the manifest is written.
     provenance = {
         "base_model": config.base_model,
+        "config": config.public_dict(),  # the recipe: `tagger quickstart` finds its versions
         "data": {
             "train": _file_fingerprint(inputs.dataset_path),
             "valid": _file_fingerprint(inputs.valid_path) if inputs.valid_path else None,

@@ -145,8 +145,9 @@ def describe_recipe(config: TrainConfig, bf16: bool, best_epoch: int) -> str:
         if config.ema_decay
         else "the weights as trained"
     )
+    frozen = f", the lowest {config.freeze_layers} layers frozen" if config.freeze_layers else ""
     return (
         f"{loss}, {'bf16 autocast' if bf16 else 'fp32'}, encoder learning rate "
-        f"{config.lr_encoder}, head {config.lr_head}; published: {weights} after epoch "
-        f"{best_epoch}"
+        f"{config.lr_encoder}{frozen}, head {config.lr_head}; published: {weights} after epoch "
+        f"{best_epoch:g} of {config.epochs:g}"
     )

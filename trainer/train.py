@@ -52,15 +52,25 @@ def train(
     artefacts_dir: Path,
     config_path: Path | None = None,
     feedback: FeedbackSource | None = None,
+    progress_every: float | None = None,
 ) -> TrainResult | None:
     """Run one training and publish its version; ``LATEST`` moves to it if the gate allows.
     With ``feedback``, the labelled rows of that inference log newer than the served model's
     data join the training rows and the newest of them validate (:mod:`trainer.feedback_data`).
+    ``progress_every``: seconds between an epoch's progress lines (default: 1 on a terminal,
+    else 30).
     Under torchrun every process trains; rank 0 publishes and the others return None once it
     has (a process that died, or a failure of rank 0's, fails the whole job instead)."""
     with start_compute(config) as compute:
         result = _train(
-            compute, config, dataset_path, valid_path, artefacts_dir, config_path, feedback
+            compute,
+            config,
+            dataset_path,
+            valid_path,
+            artefacts_dir,
+            config_path,
+            feedback,
+            progress_every,
         )
         compute.barrier()  # the other processes wait here while rank 0 evaluates and publishes
     return result
@@ -74,6 +84,7 @@ def _train(
     artefacts_dir: Path,
     config_path: Path | None,
     feedback: FeedbackSource | None,
+    progress_every: float | None,
 ) -> TrainResult | None:
     started = time.monotonic()
     base_folder = resolve_base_model(config.base_model)
@@ -106,7 +117,7 @@ def _train(
 
     # Returns in every process only once all of them have finished training with the same
     # weights: rank 0 cannot publish after a peer died.
-    fitted = fit(model, predictor, split, config, compute)
+    fitted = fit(model, predictor, split, config, compute, progress_every)
     if not compute.is_main:
         return None
 
