@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "python -m trainer.live_report",
         "live quality and drift of the served versions",
     ),
+    "quickstart": (
+        "tagger.quickstart",
+        "python -m tagger.quickstart",
+        "serve a first model in minutes, train the default one behind it and swap it in",
+    ),
     "serve": ("api.__main__", "python -m api", "serve the newest version over HTTP"),
     "predict": ("api.predict", "python -m api.predict", "top tags of a title, no server"),
     "keys": ("api.keys", "python -m api.keys", "add, list or remove the API's keys (hashes only)"),
