@@ -96,6 +96,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             observer=metrics,
             backend=settings.backend,
             threads=settings.torch_threads,
+            spinning=settings.onnx_spinning,
         )
         inference = InferenceService(
             manager,

@@ -102,6 +102,7 @@ class ModelManager:
     clock: Callable[[], float] = time.monotonic
     backend: str = "auto"
     threads: int = 0
+    spinning: str | None = None  # ONNX Runtime's idle threads (API_ONNX_SPINNING)
     current: LoadedModel | None = None
     failed: dict[str, FailedLoad] = field(default_factory=dict)
     latest_seen: str | None = None  # the last version name read from LATEST
@@ -124,6 +125,7 @@ class ModelManager:
             precision=self.precision,
             verify_checksums=False,
             threads=self.threads,
+            spinning=self.spinning,
         )
         predictor.predict([WARMUP_TEXT], top_k=1)
         manifest = json.loads((folder / "manifest.json").read_text())

@@ -69,6 +69,11 @@ class ApiSettings(ServiceSettings):
     torch_threads: int = Field(
         0, ge=0, le=256, description="CPU threads of the model runtime, torch or ONNX (0: default)"
     )
+    onnx_spinning: Literal["off", "in-run", "on"] = Field(
+        "in-run",
+        description="ONNX Runtime's idle threads: in-run spin between the operators of a "
+        "forward pass and sleep between passes; off always sleep; on also spin after a pass",
+    )
     log_level: str = Field("info", description="uvicorn and app log level")
     log_format: Literal["text", "json"] = Field(
         "text", description="text (human-readable lines) or json (one object per line)"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from shared.layout import ONNX_FILES, check_precision, missing_graph_reason
 from shared.predictor.core import Predictor, TagPredictor
@@ -68,20 +68,24 @@ def load_predictor(
     verify_checksums: bool = True,
     threads: int = 0,
     batch_size: int = 64,
+    spinning: str | None = None,
 ) -> Predictor:
     """Load a published version with the runtime ``backend`` chooses (see the module doc).
 
-    ``threads``: CPU threads of the runtime (0: its default, one per core)."""
+    ``threads``: CPU threads of the runtime (0: its default, one per core); ``spinning``: what
+    ONNX Runtime's idle threads do (None: its default, see ``onnx_runner.Spinning``)."""
     folder = Path(folder)
     if choose_backend(folder, backend, precision) == "onnx":
-        from shared.predictor.onnx_runner import load_onnx_predictor
+        from shared.predictor.onnx_runner import DEFAULT_SPINNING, Spinning, load_onnx_predictor
 
+        chosen = cast(Spinning, spinning or DEFAULT_SPINNING)  # session_options checks it
         return load_onnx_predictor(
             folder,
             batch_size=batch_size,
             verify_checksums=verify_checksums,
             precision=precision,
             threads=threads,
+            spinning=chosen,
         )
     from shared.predictor.torch_runner import load_torch_predictor, serve_quietly
 

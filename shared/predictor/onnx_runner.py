@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import onnxruntime as ort
@@ -34,17 +34,32 @@ if hasattr(ort, "disable_telemetry_events"):
     ort.disable_telemetry_events()
 
 
-def session_options(threads: int = 0) -> ort.SessionOptions:
+# What ONNX Runtime's idle intra-op threads do (API_ONNX_SPINNING; measured in
+# docs/benchmarks.md, "Single requests"):
+# * off: sleep as soon as they are idle, also between the operators of one forward pass;
+# * in-run: spin between the operators of a pass, sleep once it ends (session.force_spinning_stop),
+#   so no thread spins between passes, when the event loop needs the cores;
+# * on: ONNX Runtime's default, spinning a while after each pass too.
+Spinning = Literal["off", "in-run", "on"]
+SPINNING: tuple[Spinning, ...] = get_args(Spinning)
+DEFAULT_SPINNING: Spinning = "in-run"
+
+
+def session_options(threads: int = 0, spinning: Spinning = DEFAULT_SPINNING) -> ort.SessionOptions:
     """How every graph is run; each choice measured in docs/benchmarks.md (ONNX Runtime)."""
+    if spinning not in SPINNING:
+        raise ValueError(f"spinning {spinning!r}: expected one of {', '.join(SPINNING)}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads  # 0: one per physical core
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
-    # Idle intra-op threads sleep instead of spinning: the API shares the cores with its event
-    # loop (and the load generator in the bench); spinning threads took CPU they need.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "0" if spinning == "off" else "1"
+    )
+    if spinning == "in-run":
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
@@ -136,10 +151,11 @@ def load_onnx_predictor(
     verify_checksums: bool = True,
     precision: str = "fp32",
     threads: int = 0,
+    spinning: Spinning = DEFAULT_SPINNING,
 ) -> Predictor:
     """Load a published version folder's graph for ``precision`` (``model.onnx`` or
     ``model.int8.onnx``), checking the manifest first unless told not to. ``threads``: CPU
-    threads of the session (0: one per physical core)."""
+    threads of the session (0: one per physical core); ``spinning``: what its idle threads do."""
     checked = check_precision(precision)
     folder = Path(folder)
     if verify_checksums:
@@ -155,7 +171,7 @@ def load_onnx_predictor(
     labels = read_labels(folder)
     tokenizer = JsonTokenizer.from_folder(folder, spec.max_length)
     session = ort.InferenceSession(
-        str(graph), session_options(threads), providers=["CPUExecutionProvider"]
+        str(graph), session_options(threads, spinning), providers=["CPUExecutionProvider"]
     )
     return Predictor(
         OnnxRunner(session, len(labels)),
