@@ -69,6 +69,9 @@ class FitResult:
 
     best_epoch: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    # The kept epoch's validation: the kept weights score the validation rows exactly so, so
+    # the caller reuses it instead of scoring them again (rank 0 only; None elsewhere).
+    best_validation: Validation | None = None
     train_seconds: float = 0.0
     samples_seen: int = 0
     bf16: bool = False
@@ -212,6 +215,7 @@ def fit(
         improved = check.metrics["micro_f1"] > best_score
         if improved:
             best_score, result.best_epoch, epochs_without_gain = check.metrics["micro_f1"], epoch, 0
+            result.best_validation = check
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if raw_weights is not None:
             model.load_state_dict(raw_weights)

@@ -24,7 +24,7 @@ from trainer.baseline import baseline_metrics
 from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig
 from trainer.feedback_data import FeedbackSource, load_feedback
-from trainer.fit import fit, validate
+from trainer.fit import Validation, fit, validate
 from trainer.metrics import HEADLINE_METRICS, tagging_metrics
 from trainer.promotion import decide_promotion, settle_promotion
 from trainer.publish import RunInputs, publish, reference_profile
@@ -121,7 +121,14 @@ def _train(
     if not compute.is_main:
         return None
 
-    final = validate(predictor, split.valid, split.labels, per_tag=True)
+    # The kept weights' scores of the validation rows are the kept epoch's (the same weights, in
+    # inference mode): only the per-tag figures are new.
+    kept = fitted.best_validation or validate(predictor, split.valid, split.labels)
+    final = Validation(
+        kept.scores,
+        kept.threshold,
+        tagging_metrics(kept.scores, kept.threshold, split.valid.tags, split.labels, per_tag=True),
+    )
     spec = TaggerSpec(threshold=final.threshold, max_length=config.max_length, score=score)
     run_metrics: dict[str, Any] = {
         "valid": final.metrics,
