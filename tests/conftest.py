@@ -119,6 +119,7 @@ def tiny_config(tiny_model_dir: Path, **overrides: object):
         "early_stopping_patience": 5,
         # Tests of the averaged/frozen recipe ask for it; the rest check plain training.
         "freeze_embeddings": False,
+        "freeze_layers": 0,  # the tiny model has 2 layers
         "ema_decay": 0.0,
     }
     values.update(overrides)

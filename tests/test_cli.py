@@ -69,6 +69,7 @@ def test_tagger_train_without_a_dataset_trains_on_the_sample(
         yaml.safe_dump(
             {
                 "base_model": str(tiny_model_dir),
+                "freeze_layers": 0,
                 "epochs": 1,
                 "max_train_examples": 64,
                 "max_valid_examples": 32,

@@ -40,6 +40,7 @@ MICRO_F1_TOLERANCE = 0.05
 def write_config(path: Path, tiny_model_dir: Path, **overrides: object) -> Path:
     values: dict[str, object] = {
         "base_model": str(tiny_model_dir),
+        "freeze_layers": 0,
         "epochs": 8,
         "early_stopping_patience": 8,
         "batch_size": 16,

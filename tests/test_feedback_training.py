@@ -165,7 +165,9 @@ def test_with_feedback_and_too_few_rows_exits_2_before_training(
     url = sqlite_url(tmp_path)
     add_feedback(url, zorblax_rows(9), T0)
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "epochs": 1}))
+    config.write_text(
+        yaml.safe_dump({"base_model": str(tiny_model_dir), "freeze_layers": 0, "epochs": 1})
+    )
     artefacts = tmp_path / "art"
     result = run_cli(
         *trainer_args(config, fixture_data, artefacts), "--with-feedback", "--database-url", url

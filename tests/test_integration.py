@@ -105,6 +105,7 @@ def test_retrain_is_served_without_restart_or_failed_requests(
         yaml.safe_dump(
             {
                 "base_model": str(tiny_model_dir),
+                "freeze_layers": 0,
                 "epochs": 1,
                 "batch_size": 16,
                 "max_length": 24,

@@ -44,7 +44,8 @@ class Quickstart:
         self.url = f"http://127.0.0.1:{self.port}"
         self.artefacts = work / "artefacts"
         for name, values in (("first", first), ("full", full)):
-            recipe = {"base_model": str(tiny_model_dir), "max_length": 24, "threads": 1, **values}
+            recipe = {"base_model": str(tiny_model_dir), "freeze_layers": 0, "max_length": 24}
+            recipe = {**recipe, "threads": 1, **values}
             (work / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
         train = work / "train.tsv"
         if not train.exists():

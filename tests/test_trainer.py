@@ -85,7 +85,9 @@ def test_cli_trains_and_publishes(
     tmp_path: Path, tiny_model_dir: Path, fixture_data: dict[str, Path]
 ) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "epochs": 3}))
+    config.write_text(
+        yaml.safe_dump({"base_model": str(tiny_model_dir), "freeze_layers": 0, "epochs": 3})
+    )
     result = run_cli(
         "-m",
         "trainer",
@@ -198,7 +200,13 @@ def test_cli_exit_code_tells_whether_latest_moved(
     config = tmp_path / "bad.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"base_model": str(tiny_model_dir), "epochs": 1, "lr_encoder": 1e-9, "lr_head": 1e-9}
+            {
+                "base_model": str(tiny_model_dir),
+                "freeze_layers": 0,
+                "epochs": 1,
+                "lr_encoder": 1e-9,
+                "lr_head": 1e-9,
+            }
         )
     )
     args = trainer_args(config, fixture_data, store_copy.root)

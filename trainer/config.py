@@ -57,7 +57,7 @@ class TrainConfig(BaseSettings):
         description="the epoch budget, at most (1.5: a last half epoch); the learning rate "
         "decays to 0 at its end",
     )
-    lr_encoder: float = Field(1e-4, gt=0, lt=1, description="learning rate of the encoder")
+    lr_encoder: float = Field(2e-4, gt=0, lt=1, description="learning rate of the encoder")
     lr_head: float = Field(1e-2, gt=0, lt=1, description="learning rate of the tag head")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of steps spent warming up")
@@ -70,7 +70,7 @@ class TrainConfig(BaseSettings):
         True, description="keep the word-embedding matrix fixed (faster steps, fewer weights)"
     )
     freeze_layers: int = Field(
-        0,
+        3,
         ge=0,
         le=48,
         description="keep the lowest N transformer layers fixed too: no backward pass through "
