@@ -34,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from shared.store import StoreReader, sha256_file
+from shared.store import ArtefactStore, sha256_file
 from trainer.config import DEFAULT_CONFIG, ConfigError, load_config
 from trainer.split import default_dataset
 
@@ -117,7 +117,7 @@ class Job:
 class Quickstart:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.store = StoreReader(args.artefacts_dir)
+        self.store = ArtefactStore(args.artefacts_dir)  # read only here
         self.first = Recipe.load("first recipe", args.first_config)
         self.full = Recipe.load("default recipe", args.config)
         self.dataset: Path = args.dataset or default_dataset()

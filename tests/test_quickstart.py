@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.store import StoreReader
+from shared.store import ArtefactStore
 from tagger.quickstart import PROGRESS
 from tests.conftest import REPO, free_port, write_wide_tsv
 
@@ -153,7 +153,7 @@ def test_first_model_then_the_default_swapped_in_then_reused(
         poller.join()
     assert "default recipe" in swapped
     assert statuses and set(statuses) == {200}, f"failed requests: {statuses}"
-    reader = StoreReader(run.artefacts)
+    reader = ArtefactStore(run.artefacts)
     versions = [v.name for v in reader.versions()]
     assert len(versions) == 2 and versions[0] == first_version
     assert reader.latest() == versions[1] == run.served()
@@ -168,7 +168,7 @@ def test_first_model_then_the_default_swapped_in_then_reused(
     assert again.served() == versions[1]
     assert again.interrupt() == 0
     assert not any("training the" in line for line in again.lines)
-    assert [v.name for v in StoreReader(again.artefacts).versions()] == versions
+    assert [v.name for v in ArtefactStore(again.artefacts).versions()] == versions
 
 
 def test_ctrl_c_during_the_first_training_publishes_nothing_and_leaves_no_process(
@@ -179,8 +179,8 @@ def test_ctrl_c_during_the_first_training_publishes_nothing_and_leaves_no_proces
     run.wait_for("training the first recipe")
     time.sleep(3.0)  # the trainer is importing or training
     assert run.interrupt() == 0
-    assert StoreReader(run.artefacts).latest() is None
-    assert not [v.name for v in StoreReader(run.artefacts).versions()]
+    assert ArtefactStore(run.artefacts).latest() is None
+    assert not [v.name for v in ArtefactStore(run.artefacts).versions()]
     leftovers = subprocess.run(
         ["pgrep", "-f", str(run.artefacts)], capture_output=True, text=True, check=False
     )
