@@ -172,7 +172,7 @@ bench-swap: setup ## 64 clients, 10 hot swaps: p99 during swaps vs steady, faile
 bench-body: setup ## the API's peak memory under a stream of 300 MB request bodies
 	$(PY) -m bench.oversized --artefacts-dir $(ARTEFACTS)
 
-fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a real API (then 300 with a key)
+fuzz: setup ## schemathesis, every check, 1,000 cases per operation, against a real API (then 150 with a key)
 	$(PY) -m tests.fuzz.run --max-examples 1000
 
 secrets: ## secrets/: the db password, the edge's TLS certificate, the default API key, the stats password (each kept when there)

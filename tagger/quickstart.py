@@ -41,6 +41,7 @@ from trainer.split import default_dataset
 FIRST_CONFIG = Path("conf/train-first.yaml")
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 180.0
+PROGRESS_EVERY_S = 20.0
 # tqdm's line: "epoch 1/2:  47%|####   | 8832/18900 [00:50<00:54, 174.56ex/s, loss=0.040]"
 PROGRESS = re.compile(r"epoch ([\d.]+)/([\d.]+):\s+(\d+)%\|[^|]*\|\s*\d+/\d+ \[[\d:]+<([\d:?]+)")
 # The trainer's own lines worth repeating here.
@@ -131,7 +132,7 @@ class Quickstart:
         }
         self.jobs: list[Job] = []
         self.served: str | None = None
-        self._progress = ""
+        self._epoch, self._said = "", 0.0  # the progress last repeated
 
     # -- what the store holds ------------------------------------------------------------
     def versions_of(self, recipe: Recipe) -> list[str]:
@@ -170,13 +171,17 @@ class Quickstart:
         return job
 
     def report_training(self, job: Job, recipe: Recipe) -> None:
+        """Repeat the trainer's progress (an epoch's start, then at most every
+        PROGRESS_EVERY_S) and its verdict."""
         for line in job.new_output():
             if match := PROGRESS.search(line):
                 epoch, epochs, percent, left = match.groups()
-                text = f"{recipe.name}: epoch {epoch}/{epochs}, {percent}%, {left} left"
-                if text != self._progress and (percent != "0" or epoch == "1"):
-                    self._progress = text
-                    say(f"training the {text}")
+                now = time.monotonic()
+                started = epoch != self._epoch
+                if started or (now - self._said >= PROGRESS_EVERY_S and percent != "100"):
+                    self._epoch, self._said = epoch, now
+                    where = f"epoch {epoch}/{epochs}, {percent}%, {left} left"
+                    say(f"training the {recipe.name}: {where}")
             elif match := OUTCOME.search(line):
                 say(f"{recipe.name}: {match.group(1)}")
 
@@ -197,7 +202,11 @@ class Quickstart:
             self.served = version
             say(f"{verb} {self.describe(version)} at {self.url}")
             if verb == "serving":
-                say(f"try: make request-test TEXT='Sort a dict by value' (docs: {self.url}/docs)")
+                body = """'{"text": "Sort a dict by value"}'"""
+                say(
+                    f"try: curl -s {self.url}/predict -H 'content-type: application/json' -d {body}"
+                )
+                say(f"the API's documentation: {self.url}/docs")
 
     # -- the run -------------------------------------------------------------------------
     def run(self) -> int:

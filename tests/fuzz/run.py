@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz.run", description=__doc__)
     parser.add_argument("--max-examples", type=int, default=1000, help="cases per operation")
     parser.add_argument(
-        "--key-examples", type=int, default=300, help="cases per operation with keys on"
+        "--key-examples", type=int, default=150, help="cases per operation with keys on"
     )
     parser.add_argument(
         "--runs", choices=("both", "open", "keys"), default="both", help="which runs (both)"
