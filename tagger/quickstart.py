@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from shared.settings import DEFAULT_ARTEFACTS_DIR
 from shared.store import ArtefactStore, sha256_file
 from trainer.config import DEFAULT_CONFIG, ConfigError, load_config
 from trainer.split import default_dataset
@@ -259,7 +260,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-config", type=Path, default=FIRST_CONFIG)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--dataset", type=Path, default=None)
-    parser.add_argument("--artefacts-dir", type=Path, default=Path("data/artefacts"))
+    parser.add_argument("--artefacts-dir", type=Path, default=DEFAULT_ARTEFACTS_DIR)
     parser.add_argument("--log-dir", type=Path, default=Path("build/quickstart"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

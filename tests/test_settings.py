@@ -173,6 +173,7 @@ OTHER_READS = {
     "trainer/config.py": "an error message says whether a bad value came from the environment",
     "trainer/compute.py": "torchrun's WORLD_SIZE, RANK, LOCAL_RANK: the launcher's, not ours",
     "trainer/publish.py": "GIT_COMMIT: the image's build provenance, recorded in the manifest",
+    "tagger/quickstart.py": "hands its whole environment on to the trainer and the API it starts",
 }
 
 
