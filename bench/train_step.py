@@ -17,7 +17,7 @@ import argparse
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ def run_variant(
         step.schedule = torch.optim.lr_scheduler.LambdaLR(step.optimizer, lambda s: 1.0)
     compile_seconds = 0.0
     if levers["compile"]:
-        step.network = torch.compile(model, dynamic=True)
+        step.network = cast(torch.nn.Module, torch.compile(model, dynamic=True))
     batches = length_grouped_batches(
         [len(x) for x in ids], config.batch_size, np.random.default_rng(config.seed)
     )[:total]

@@ -134,7 +134,7 @@ def write_report(folder: Path, version: str, doc: dict[str, Any], info: dict[str
     write_model_card(folder, version, doc, info)
 
 
-def describe_recipe(config: TrainConfig, bf16: bool, best_epoch: int) -> str:
+def describe_recipe(config: TrainConfig, bf16: bool, best_epoch: float) -> str:
     """One sentence for the model card: loss, precision, epochs and which weights were kept."""
     loss = {
         "bce": "binary cross-entropy (one sigmoid per tag)",
