@@ -19,40 +19,24 @@ MODES: dict[str, tuple[dict[str, str], str]] = {
         {"API_BACKEND": "onnx", "API_BATCHING": "true", "API_PRECISION": "int8"},
         "onnx-int8",
     ),
-    # What ONNX Runtime's idle threads do (API_ONNX_SPINNING): the modes above use the default,
-    # in-run; these are the other two, for the comparison in the same run.
-    "onnx-spin-off": (
-        {"API_BACKEND": "onnx", "API_BATCHING": "true", "API_ONNX_SPINNING": "off"},
-        "onnx-fp32",
-    ),
-    "onnx-int8-spin-off": (
-        {
-            "API_BACKEND": "onnx",
-            "API_BATCHING": "true",
-            "API_PRECISION": "int8",
-            "API_ONNX_SPINNING": "off",
-        },
-        "onnx-int8",
-    ),
-    "onnx-spin-on": (
-        {"API_BACKEND": "onnx", "API_BATCHING": "true", "API_ONNX_SPINNING": "on"},
-        "onnx-fp32",
-    ),
-    "onnx-int8-spin-on": (
-        {
-            "API_BACKEND": "onnx",
-            "API_BATCHING": "true",
-            "API_PRECISION": "int8",
-            "API_ONNX_SPINNING": "on",
-        },
-        "onnx-int8",
-    ),
     "torch-int8": (
         {"API_BACKEND": "torch", "API_BATCHING": "true", "API_PRECISION": "int8"},
         "torch-int8",
     ),
     "no-batching": ({"API_BACKEND": "torch", "API_BATCHING": "false"}, "torch-fp32"),
 }
+# What ONNX Runtime's idle threads do (API_ONNX_SPINNING): the ONNX modes above run the
+# default, in-run; these run the other two settings, for a comparison in the same run.
+MODES.update(
+    {
+        f"{mode}-spin-{spinning}": (
+            {**MODES[mode][0], "API_ONNX_SPINNING": spinning},
+            MODES[mode][1],
+        )
+        for mode in ("onnx", "onnx-int8")
+        for spinning in ("off", "on")
+    }
+)
 WARMUP_CONCURRENCY, WARMUP_S = 8, 3
 
 

@@ -29,7 +29,7 @@ from shared.predictor.torch_runner import TransformersTokenizer, pad_batch
 from trainer.config import DEFAULT_CONFIG, TrainConfig, load_config
 from trainer.fit import length_grouped_batches, soft_targets
 from trainer.recipe import resolve_base_model, seed_everything, use_bf16
-from trainer.step import TrainStep, freeze
+from trainer.step import TrainStep, freeze, loss_targets
 
 BENCH_ONLY = ("compile", "fused")
 
@@ -58,7 +58,7 @@ def run_variant(
     labels = sorted({t for row in tags for t in row})
     tokenizer = TransformersTokenizer(AutoTokenizer.from_pretrained(str(base)))
     ids = tokenizer.encode(titles, config.max_length)
-    targets = soft_targets(tags, labels)
+    targets = loss_targets(soft_targets(tags, labels), config.loss)
     model = TaggerModel.from_base(base, labels, dropout=config.dropout)
     freeze(model, config)
     model.train()

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from shared.settings import DEFAULT_ARTEFACTS_DIR
 from shared.store import ArtefactStore, sha256_file
+from trainer.__main__ import EXIT_NOT_PROMOTED
 from trainer.config import DEFAULT_CONFIG, ConfigError, load_config
 from trainer.split import default_dataset
 
@@ -242,7 +243,7 @@ class Quickstart:
                 self.report_training(full, self.full)
                 if (code := full.exit_code()) is not None:
                     self.report_training(full, self.full)
-                    if code not in (0, 3):
+                    if code not in (0, EXIT_NOT_PROMOTED):  # not promoted: the gate said so
                         say(f"the default training failed (exit code {code}), see {full.log}")
                     full = None
             time.sleep(1.0)

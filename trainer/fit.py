@@ -38,7 +38,7 @@ from trainer.config import TrainConfig
 from trainer.metrics import HEADLINE_METRICS, Truth, tagging_metrics, tune_threshold
 from trainer.recipe import init_head_from_tag_names, use_bf16
 from trainer.split import Split
-from trainer.step import TrainStep, freeze
+from trainer.step import TrainStep, freeze, loss_targets
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ def fit(
     train_ids = predictor.encode(split.train.titles)
     targets = soft_targets(split.train.tags, split.labels).to(device)
     multi_hot = (targets > 0).float()
+    compared = loss_targets(targets, config.loss)
     pad_id = predictor.tokenizer.pad_id
     lengths = [len(ids) for ids in train_ids]
     steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
@@ -169,7 +170,7 @@ def fit(
             input_ids, mask = (
                 t.to(device) for t in pad_batch([train_ids[i] for i in rows], pad_id)
             )
-            loss = step(input_ids, mask, targets[rows], weight).item()
+            loss = step(input_ids, mask, compared[rows], weight).item()
             if weight:
                 loss_sum += loss * len(rows)
             bar.update(len(batch))

@@ -45,6 +45,12 @@ def _transformer_layers(model: TaggerModel) -> nn.ModuleList:
     return layers
 
 
+def loss_targets(soft: torch.Tensor, loss: str) -> torch.Tensor:
+    """What the loss compares each row's logits with, made once per run: its tags as 0/1
+    (``bce``), or ``soft``, its tags spread evenly (``softmax``)."""
+    return (soft > 0).float() if loss == "bce" else soft
+
+
 class TrainStep:
     """Applies one optimizer step to a batch; owns AdamW, its schedule and the weight average."""
 
@@ -70,15 +76,15 @@ class TrainStep:
         targets: torch.Tensor,
         weight: float = 1.0,
     ) -> torch.Tensor:
-        """Train on one batch; ``targets`` are its rows' soft targets (rows sum to 1), and
-        ``weight`` scales the loss under DDP (:meth:`trainer.compute.Compute.share`). Returns
-        the batch's mean loss, detached."""
+        """Train on one batch; ``targets`` are its rows of :func:`loss_targets`, and ``weight``
+        scales the loss under DDP (:meth:`trainer.compute.Compute.share`). Returns the batch's
+        mean loss, detached."""
         device_type = input_ids.device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.network(input_ids, mask)
         logits = logits.float()
         if self.loss_name == "bce":
-            loss = F.binary_cross_entropy_with_logits(logits, (targets > 0).float())
+            loss = F.binary_cross_entropy_with_logits(logits, targets)
         else:
             loss = -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
         self.optimizer.zero_grad(set_to_none=True)

@@ -24,7 +24,7 @@ from trainer.baseline import baseline_metrics
 from trainer.compute import Compute, start_compute
 from trainer.config import TrainConfig
 from trainer.feedback_data import FeedbackSource, load_feedback
-from trainer.fit import Validation, fit, validate
+from trainer.fit import Validation, fit
 from trainer.metrics import HEADLINE_METRICS, tagging_metrics
 from trainer.promotion import decide_promotion, settle_promotion
 from trainer.publish import RunInputs, publish, reference_profile
@@ -123,7 +123,8 @@ def _train(
 
     # The kept weights' scores of the validation rows are the kept epoch's (the same weights, in
     # inference mode): only the per-tag figures are new.
-    kept = fitted.best_validation or validate(predictor, split.valid, split.labels)
+    kept = fitted.best_validation
+    assert kept is not None  # rank 0's first epoch always improves on nothing
     final = Validation(
         kept.scores,
         kept.threshold,
